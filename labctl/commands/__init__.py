@@ -1,0 +1,1 @@
+"""One module per labctl command: add_parser(subparsers) and a run function."""

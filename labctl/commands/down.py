@@ -1,0 +1,16 @@
+"""labctl down: not built yet (see the issues)."""
+
+from __future__ import annotations
+
+import argparse
+
+from labctl.commands._common import add_command
+from labctl.errors import UserError
+
+
+def add_parser(sub) -> None:
+    add_command(sub, "down", "(not built yet)", "labctl down", run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise UserError("labctl down is not built yet")
