@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from labctl.commands._common import add_command, load
-from labctl.inventory import write_inventory
 
 
 def add_parser(sub) -> None:
@@ -14,6 +13,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from labctl.inventory import write_inventory
+
     lab = load(args)
     hosts = write_inventory(lab, args.lab)
     print(hosts)
