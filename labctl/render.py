@@ -24,6 +24,7 @@ from labctl.state import REPO_ROOT, StateDir
 def render_all(lab: Lab, lab_file: Path, out: Path, *, roles_too: bool = True) -> list[Path]:
     """Render the lab into `out` (replaced); return the files written."""
     state = StateDir(lab_file, lab.name)
+    state.ensure()
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)

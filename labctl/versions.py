@@ -64,7 +64,10 @@ class AddonRelease:
 ADDONS: dict[str, AddonRelease] = {
     a.name: a
     for a in (
-        AddonRelease("flannel", "v0.27.4", "1.28", "1.37"),
+        # flannel v0.27.4 ships with flannel-cni-plugin v1.8.0-flannel1 (its kube-flannel.yml)
+        AddonRelease("flannel", "v0.27.4", "1.28", "1.37",
+                     images=("ghcr.io/flannel-io/flannel:v0.27.4",
+                             "ghcr.io/flannel-io/flannel-cni-plugin:v1.8.0-flannel1")),
         AddonRelease("traefik", "37.4.0", "1.22", "1.37"),
         AddonRelease(
             "ingress-nginx",
