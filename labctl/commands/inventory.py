@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from labctl.commands._common import add_command, load
 
 
 def add_parser(sub) -> None:
-    add_command(sub, "inventory", "render inventory/<name>/hosts.yml and group_vars/all.yml from lab.yml",
+    p = add_command(sub, "inventory", "render inventory/<name>/hosts.yml and group_vars/all.yml from lab.yml",
                 "labctl inventory && ansible-inventory -i inventory/k8s-lab/hosts.yml --graph", run)
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="write hosts.yml and group_vars/ here instead of inventory/<name>/")
 
 
 def run(args: argparse.Namespace) -> int:
-    from labctl.inventory import write_inventory
+    from labctl.inventory import render_inventory, write_inventory, write_tree
 
     lab = load(args)
-    hosts = write_inventory(lab, args.lab)
-    print(hosts)
+    if args.out:
+        write_tree(render_inventory(lab, args.lab), args.out)
+        print(args.out / "hosts.yml")
+    else:
+        print(write_inventory(lab, args.lab))
     return 0
