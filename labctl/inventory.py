@@ -45,9 +45,11 @@ def host_vars(lab: Lab, node: Node, state: StateDir) -> dict[str, Any]:
 
 
 def ssh_common_args(state: StateDir) -> str:
+    from labctl.runner import control_path_dir  # the same short-enough ControlPath dir Ansible is given
+
     return (
         f"-o UserKnownHostsFile={state.known_hosts} -o StrictHostKeyChecking=yes "
-        f"-o ControlMaster=auto -o ControlPersist=300s -o ControlPath={state.control_dir}/%C "
+        f"-o ControlMaster=auto -o ControlPersist=300s -o ControlPath={control_path_dir(state)}/%C "
         "-o ServerAliveInterval=15 -o ConnectTimeout=10"
     )
 

@@ -11,6 +11,8 @@ import pytest
 
 from labctl.config import parse_lab
 from labctl.inventory import render_inventory
+from labctl.runner import control_path_dir
+from labctl.state import StateDir
 from tests.unit.conftest import base_lab, run_labctl, write_lab
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -51,6 +53,9 @@ def rendered(name: str, tmp_path: Path) -> dict[str, str]:
     lab_file = write_lab(tmp_path, LABS[name]())
     lab = parse_lab(LABS[name](), str(lab_file))
     files = render_inventory(lab, lab_file)
+    # a long tmp_path moves the ControlPath dir to /tmp/labctl-<uid>/<hash> (unix socket limit)
+    state = StateDir(lab_file, lab.name)
+    files = {k: v.replace(str(control_path_dir(state)), str(state.control_dir)) for k, v in files.items()}
     # the state dir is absolute: make the golden files independent of where the test runs
     return {k: v.replace(str(tmp_path), "<LAB_DIR>") for k, v in files.items()}
 

@@ -1,0 +1,357 @@
+"""`labctl provision` without the terminal: phases -> tags, preflight, secrets, the run, its log, its result.
+
+    provision(lab, lab_file, options, on_event) -> ProvisionResult
+
+Every run writes .labctl/<name>/logs/provision-<UTC stamp>.jsonl (every event,
+one JSON object a line, 0600) and provision-<stamp>.tasks.tsv (seconds per task
+and host, what bench/ reads). The values of every file under secrets/ are
+replaced by "********" in each event before anything (the log, ansible-runner's
+artifact dir, the screen) sees it -- the roles' no_log is the first line of
+defence, this is the second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from labctl.config import Lab
+from labctl.errors import UserError
+from labctl.failures import Failure, collect
+from labctl.phases import PHASES
+from labctl.progress import Progress
+from labctl.state import StateDir, write_private
+
+# The secrets the roles read from secrets/ (generated before a run when absent).
+SECRETS = ("registry-password", "grafana-admin-password")
+REDACTED = "********"
+GROUPS = ("control_plane", "workers", "registry", "k8s_cluster", "all")
+
+
+@dataclass
+class ProvisionOptions:
+    phases: list[str] = field(default_factory=lambda: list(PHASES))
+    limit: str | None = None
+    check: bool = False
+    diff: bool = False
+    forks: int | None = None
+    playbook: str = "site.yml"  # a path under playbooks/ or absolute (labctl's own tests)
+    preflight: bool = True
+
+
+@dataclass
+class ProvisionResult:
+    ok: bool
+    rc: int
+    status: str
+    phases: list[str]
+    recap: dict[str, dict[str, int]]
+    changed_total: int
+    wall_seconds: float
+    task_hosts: int
+    log_path: Path
+    tasks_path: Path
+    forks: int
+    failures: list[Failure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "rc": self.rc, "status": self.status, "phases": self.phases, "recap": self.recap,
+                "changed_total": self.changed_total, "wall_seconds": round(self.wall_seconds, 2),
+                "task_hosts": self.task_hosts, "forks": self.forks,
+                "seconds_per_task_host": round(self.wall_seconds / self.task_hosts, 3) if self.task_hosts else None,
+                "log_path": str(self.log_path), "tasks_path": str(self.tasks_path),
+                "failures": [f.to_dict() for f in self.failures], "notes": self.notes}
+
+
+# -- secrets --------------------------------------------------------------------------------
+def ensure_secrets(state: StateDir) -> None:
+    """Generate the secrets the roles read (0600), keeping existing ones."""
+    for name in SECRETS:
+        state.secret(name)
+
+
+class Redactor:
+    """Replace every secret value found in an event (in place) by "********"."""
+
+    def __init__(self, values: list[str]) -> None:
+        needles: set[str] = set()
+        for v in values:
+            v = v.strip()
+            if len(v) >= 6:
+                needles.add(v)
+            # a PEM key shows up line by line, too
+            needles.update(ln.strip() for ln in v.splitlines() if len(ln.strip()) >= 16 and "-----" not in ln)
+        self.needles = sorted(needles, key=len, reverse=True)
+
+    @classmethod
+    def for_state(cls, state: StateDir) -> Redactor:
+        values = []
+        if state.secrets_dir.is_dir():
+            for p in sorted(state.secrets_dir.iterdir()):
+                if p.is_file():
+                    try:
+                        values.append(p.read_text())
+                    except (UnicodeDecodeError, OSError):
+                        continue
+        return cls(values)
+
+    def text(self, s: str) -> str:
+        for n in self.needles:
+            if n in s:
+                s = s.replace(n, REDACTED)
+        return s
+
+    def __call__(self, obj: Any) -> Any:
+        if not self.needles:
+            return obj
+        if isinstance(obj, str):
+            return self.text(obj)
+        if isinstance(obj, dict):
+            for k in list(obj):
+                v = obj[k]
+                new_k = self.text(k) if isinstance(k, str) else k
+                new_v = self(v)
+                if new_k != k:
+                    del obj[k]
+                obj[new_k] = new_v
+            return obj
+        if isinstance(obj, list):
+            for i, v in enumerate(obj):
+                obj[i] = self(v)
+            return obj
+        return obj
+
+
+# -- playbooks and phases ------------------------------------------------------------------
+def _imports(playbook: Path) -> list[Path]:
+    doc = yaml.safe_load(playbook.read_text()) or []
+    out = []
+    for entry in doc:
+        target = entry.get("ansible.builtin.import_playbook") or entry.get("import_playbook")
+        if target:
+            out.append((playbook.parent / target).resolve())
+    return out
+
+
+def play_phases(playbook: Path) -> dict[str, str]:
+    """Play name -> phase (the first phase name among the play's tags), through import_playbook."""
+    out: dict[str, str] = {}
+    todo = [playbook]
+    seen: set[Path] = set()
+    while todo:
+        book = todo.pop(0)
+        if book in seen or not book.exists():
+            continue
+        seen.add(book)
+        for entry in yaml.safe_load(book.read_text()) or []:
+            if not isinstance(entry, dict):
+                continue
+            target = entry.get("ansible.builtin.import_playbook") or entry.get("import_playbook")
+            if target:
+                todo.append((book.parent / target).resolve())
+                continue
+            tags = entry.get("tags") or []
+            tags = [tags] if isinstance(tags, str) else tags
+            phase = next((t for t in tags if t in PHASES), None)
+            if phase and entry.get("name"):
+                out[str(entry["name"])] = phase
+    return out
+
+
+def entry_playbook(state: StateDir, playbook: Path, phases: list[str]) -> tuple[Path, list[str]]:
+    """The playbook to run and notes for the user.
+
+    site.yml imports every phase playbook statically, so one missing file stops
+    Ansible before anything runs. While some phase playbooks do not exist yet, a
+    run whose selected phases all exist runs a generated entry that imports only
+    those (same tags); a selected phase without its playbook is a user error.
+    """
+    if playbook.name != "site.yml":
+        return playbook, []
+    imports = _imports(playbook)
+    missing = [p for p in imports if not p.exists()]
+    if not missing:
+        return playbook, []
+    by_phase = {p.stem: p for p in imports}
+    absent = [ph for ph in phases if ph in by_phase and not by_phase[ph].exists()]
+    if absent:
+        have = [p.stem for p in imports if p.exists()]
+        raise UserError(f"phase(s) {', '.join(absent)}: playbooks/{absent[0]}.yml does not exist in this checkout; "
+                        f"phases available now: {', '.join(have) or 'none'}")
+    entry = state.root / "runner" / "site-selected.yml"
+    body = "---\n# Generated by labctl: site.yml imports phase playbooks this checkout does not have yet.\n"
+    for ph in phases:
+        body += f"- name: Phase {ph}\n  ansible.builtin.import_playbook: {by_phase[ph]}\n"
+    entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    entry.write_text(body)
+    note = (f"playbooks {', '.join(p.name for p in missing)} do not exist yet: ran the selected phases' "
+            f"playbooks directly instead of site.yml")
+    return entry, [note]
+
+
+# -- preflight -----------------------------------------------------------------------------
+def limit_nodes(lab: Lab, limit: str | None) -> list[str]:
+    """Node names a --limit covers (node names or inventory groups, comma-separated)."""
+    if not limit:
+        return [n.name for n in lab.nodes]
+    groups = {"control_plane": "control-plane", "workers": "worker", "registry": "registry"}
+    names: list[str] = []
+    for part in [p.strip() for p in limit.split(",") if p.strip()]:
+        if part in ("all", "k8s_cluster"):
+            names += [n.name for n in lab.nodes if part == "all" or n.role != "registry"]
+        elif part in groups:
+            names += [n.name for n in lab.nodes if n.role == groups[part]]
+        else:
+            names.append(lab.node(part).name)  # UserError naming the nodes when unknown
+    return list(dict.fromkeys(names))
+
+
+def _port_open(host: str, port: int, timeout: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def preflight(lab: Lab, state: StateDir, nodes: list[str], timeout: float = 1.5) -> None:
+    """Cheap checks before Ansible starts: known_hosts recorded and every selected node's sshd answers."""
+    if lab.provider not in ("docker", "vagrant"):
+        return
+    if not state.known_hosts.is_file() or state.known_hosts.stat().st_size == 0:
+        raise UserError(f"no SSH host keys recorded for lab {lab.name!r} ({state.known_hosts}): run `labctl up` first")
+    if not state.ssh_key.is_file():
+        raise UserError(f"the lab's SSH key {state.ssh_key} is missing: run `labctl up` first")
+    by_name = {n.name: n for n in lab.nodes}
+    with ThreadPoolExecutor(max_workers=min(16, len(nodes) or 1)) as pool:
+        up = list(pool.map(lambda n: _port_open(str(by_name[n].ip), 22, timeout), nodes))
+    down = [f"{n} ({by_name[n].ip})" for n, ok in zip(nodes, up, strict=True) if not ok]
+    if down:
+        raise UserError(f"not answering on ssh (port 22): {', '.join(down)} -- is the lab up? "
+                        "run `labctl up` first (`labctl status` shows the machines)")
+
+
+# -- the run ---------------------------------------------------------------------------------
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _plan_key(opts: ProvisionOptions, playbook: Path) -> str:
+    return json.dumps([playbook.name, opts.phases, opts.limit or "", opts.check])
+
+
+def _plan_file(state: StateDir) -> Path:
+    return state.logs_dir / "plan.json"
+
+
+def load_plan(state: StateDir, key: str) -> int | None:
+    try:
+        return int(json.loads(_plan_file(state).read_text())[key])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save_plan(state: StateDir, key: str, task_hosts: int) -> None:
+    try:
+        plans = json.loads(_plan_file(state).read_text())
+    except (OSError, ValueError):
+        plans = {}
+    plans[key] = task_hosts
+    write_private(_plan_file(state), json.dumps(plans, indent=1) + "\n")
+
+
+def write_task_times(progress: Progress, path: Path) -> None:
+    """One row per task and host (profile_tasks, per host): what bench/ and people sort by."""
+    rows = ["phase\tplay\ttask\thost\tstatus\tchanged\tseconds"]
+    for t in progress.tasks:
+        for r in t.hosts.values():
+            cells = [t.phase or "", t.play, t.name, r.host, r.status, "1" if r.changed else "0", f"{r.seconds:.3f}"]
+            rows.append("\t".join(c.replace("\t", " ").replace("\n", " ") for c in cells))
+    write_private(path, "\n".join(rows) + "\n")
+
+
+def default_forks(lab: Lab, nodes: list[str]) -> int:
+    """min(5, nodes): more than 5 forks did not help on this 2-core controller (CPU-bound)."""
+    return max(1, min(5, len(nodes) or len(lab.nodes)))
+
+
+def provision(lab: Lab, lab_file: Path, opts: ProvisionOptions,
+              on_event: Callable[[Progress, dict[str, Any], list], None] | None = None) -> ProvisionResult:
+    """Run the selected phases; return the result (never prints)."""
+    from labctl.inventory import write_inventory
+    from labctl.runner import PLAYBOOKS, run_playbook
+
+    state = StateDir(lab_file, lab.name)
+    unknown = [p for p in opts.phases if p not in PHASES]
+    if unknown:
+        raise UserError(f"unknown phase(s) {', '.join(unknown)}; allowed: {', '.join(PHASES)}")
+    nodes = limit_nodes(lab, opts.limit)
+    book = Path(opts.playbook)
+    book = book if book.is_absolute() else PLAYBOOKS / opts.playbook
+    if not book.is_file():
+        raise UserError(f"playbook {book} does not exist")
+    state.ensure()
+    hosts_file = write_inventory(lab, lab_file)
+    if opts.preflight:
+        preflight(lab, state, nodes)
+    ensure_secrets(state)
+    entry, notes = entry_playbook(state, book, opts.phases)
+    phases_map = play_phases(entry)
+    tags = None if list(opts.phases) == list(PHASES) else ",".join(opts.phases)
+    forks = opts.forks or default_forks(lab, nodes)
+    key = _plan_key(opts, book)
+    progress = Progress(phases=opts.phases, play_phases=phases_map, planned=load_plan(state, key))
+    redact = Redactor.for_state(state)
+
+    stamp = _stamp()
+    log_path = state.logs_dir / f"provision-{stamp}.jsonl"
+    n = 1
+    while log_path.exists():
+        n += 1
+        log_path = state.logs_dir / f"provision-{stamp}-{n}.jsonl"
+    tasks_path = log_path.with_name(log_path.name.removesuffix(".jsonl") + ".tasks.tsv")
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    log = os.fdopen(fd, "w", encoding="utf-8")
+    events: list[dict[str, Any]] = []
+
+    def handler(ev: dict[str, Any]) -> None:
+        # ev is already redacted (run_playbook applies `redact` first, in place)
+        log.write(json.dumps(ev, default=str) + "\n")
+        log.flush()
+        if ev.get("event") in ("runner_on_failed", "runner_on_unreachable", "verbose", "error", "playbook_on_stats"):
+            events.append(ev)
+        finished = progress.feed(ev)
+        if on_event is not None:
+            on_event(progress, ev, finished)
+
+    t0 = time.monotonic()
+    try:
+        result = run_playbook(state, str(entry), hosts_file, tags=tags, limit=opts.limit, check=opts.check,
+                              diff=opts.diff, event_handler=handler, keep_events=False, forks=forks,
+                              redact=redact)
+    finally:
+        log.close()
+    wall = time.monotonic() - t0
+    write_task_times(progress, tasks_path)
+    recap = progress.recap()
+    failures = collect(events, phases_map, recap)
+    ok = result.rc == 0 and result.status == "successful" and not failures
+    if ok and progress.done:
+        save_plan(state, key, progress.done)
+    if not ok and not failures:
+        failures.append(Failure(host="(controller)", kind="error", task="ansible-playbook",
+                                msg=f"ansible-runner ended with status {result.status}, rc {result.rc}; see {log_path}"))
+    return ProvisionResult(ok=ok, rc=0 if ok else 1, status=result.status, phases=list(opts.phases), recap=recap,
+                           changed_total=progress.changed_total(), wall_seconds=wall, task_hosts=progress.done,
+                           log_path=log_path, tasks_path=tasks_path, forks=forks, failures=failures, notes=notes)
