@@ -1,16 +1,39 @@
-"""labctl up: not built yet (see the issues)."""
+"""labctl up: bring the lab's machines up (Vagrant: docker containers or VMs; existing: check them)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import time
 
-from labctl.commands._common import add_command
-from labctl.errors import UserError
+from labctl.commands._common import add_command, load
 
 
 def add_parser(sub) -> None:
-    add_command(sub, "up", "(not built yet)", "labctl up", run)
+    p = add_command(sub, "up", "bring the lab's machines up, wait until they answer SSH, write the inventory",
+                    "labctl up --lab lab.yml", run)
+    p.add_argument("--rebuild-image", action="store_true",
+                   help="provider docker: rebuild the node image even if it is cached")
+    p.add_argument("--vm-provider", choices=["virtualbox", "libvirt"],
+                   default=os.environ.get("LABCTL_VM_PROVIDER") or None,
+                   help="provider vagrant: the hypervisor (default: $LABCTL_VM_PROVIDER or virtualbox)")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise UserError("labctl up is not built yet")
+    from rich.console import Console
+
+    from labctl.commands.status import print_table
+    from labctl.providers import get_provider
+
+    lab = load(args)
+    provider = get_provider(lab, args.lab, rebuild_image=args.rebuild_image, vm_provider=args.vm_provider)
+    console = Console(stderr=True)
+    start = time.monotonic()
+    with console.status("checking the lab", spinner="dots") as status:
+        def progress(line: str) -> None:
+            status.update(f"[bold]{lab.name}[/] [dim]{int(time.monotonic() - start)} s[/] {line[:150]}")
+            if line.startswith(("building ", "built ", "vagrant ")):
+                console.print(f"  {line}", highlight=False)
+        rows = provider.up(progress)
+    print_table(f"lab {lab.name} ({lab.provider}) up in {time.monotonic() - start:.1f} s", rows)
+    return 0

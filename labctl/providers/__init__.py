@@ -1,0 +1,62 @@
+"""Machine providers: how a lab's nodes come to exist. They return data; commands print.
+
+- docker:   systemd containers through Vagrant's docker provider (the container lab)
+- vagrant:  VirtualBox or libvirt VMs through Vagrant
+- existing: real machines reached over SSH (checked, never created)
+
+Every provider answers `up()`, `down()`, `status()` and `ssh_target(node)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from labctl.config import Lab
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class NodeStatus:
+    name: str
+    role: str
+    ip: str
+    state: str  # running | degraded | stopped | not created | unreachable | starting ...
+    detail: str = ""  # failed units, cause of a failure
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    user: str
+    host: str
+    port: int = 22
+    key: Path | None = None  # None: the lab key
+    default_identity: bool = False  # use the user's own SSH keys/agent (existing nodes without ssh_key)
+
+
+class Provider(Protocol):
+    def up(self, progress: Progress) -> list[NodeStatus]: ...
+
+    def down(self, progress: Progress) -> None: ...
+
+    def status(self) -> list[NodeStatus]: ...
+
+    def ssh_target(self, node_name: str) -> SshTarget: ...
+
+
+def get_provider(lab: Lab, lab_file: Path, *, rebuild_image: bool = False, vm_provider: str | None = None) -> Provider:
+    if lab.provider == "docker":
+        from labctl.providers.docker import DockerProvider
+
+        return DockerProvider(lab, lab_file, rebuild_image=rebuild_image)
+    if lab.provider == "vagrant":
+        from labctl.providers.vagrant import VagrantProvider
+
+        return VagrantProvider(lab, lab_file, vm_provider=vm_provider)
+    from labctl.providers.existing import ExistingProvider
+
+    return ExistingProvider(lab, lab_file)

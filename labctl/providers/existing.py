@@ -1,0 +1,89 @@
+"""Real machines (provider `existing`): labctl creates nothing, it checks.
+
+`up` checks, in parallel and bounded, that every node answers SSH (ssh_host, ssh_user,
+ssh_port, ssh_key) and allows passwordless sudo, records host keys and writes the
+inventory. Host keys of machines labctl did not create can only be learnt with
+ssh-keyscan: that is trust on first use, done once per host (an entry already in
+.labctl/<name>/ssh/known_hosts is kept and enforced). Check the fingerprints it prints
+if the network is not trusted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from labctl import sshkeys
+from labctl.config import Lab, Node
+from labctl.errors import UserError
+from labctl.providers import NodeStatus, Progress, SshTarget, common
+from labctl.state import StateDir
+
+
+class ExistingProvider:
+    def __init__(self, lab: Lab, lab_file: Path):
+        self.lab = lab
+        self.lab_file = lab_file
+        self.state = StateDir(lab_file, lab.name)
+
+    def _target(self, node: Node) -> SshTarget:
+        key = Path(node.ssh_key).expanduser() if node.ssh_key else None
+        return SshTarget(node.ssh_user or "root", node.ssh_host or str(node.ip), node.ssh_port, key,
+                         default_identity=key is None)
+
+    def _known_name(self, node: Node) -> str:
+        t = self._target(node)
+        return t.host if t.port == 22 else f"[{t.host}]:{t.port}"
+
+    def _keyscan(self, node: Node) -> str | None:
+        """Record the host key by ssh-keyscan (trust on first use); return an error or None."""
+        name = self._known_name(node)
+        if sshkeys.has_host(self.state, name):
+            return None
+        t = self._target(node)
+        res = subprocess.run(["ssh-keyscan", "-T", "5", "-p", str(t.port), "-t", "ed25519,ecdsa,rsa", t.host],
+                             capture_output=True, text=True, timeout=30)
+        keys = [" ".join(ln.split()[1:]) for ln in res.stdout.splitlines() if ln and not ln.startswith("#")]
+        if not keys:
+            return f"no SSH answer from {t.host}:{t.port} ({res.stderr.strip().splitlines()[-1:] or 'timeout'})"
+        sshkeys.record_host(self.state, [name], keys)
+        return None
+
+    def up(self, progress: Progress) -> list[NodeStatus]:
+        from labctl.inventory import write_inventory
+
+        common.require_binary("ssh", "apt-get install -y openssh-client")
+        sshkeys.ensure_keypair(self.state)
+        for n in self.lab.nodes:
+            if n.ssh_key and not Path(n.ssh_key).expanduser().is_file():
+                raise UserError(f"nodes[{self.lab.nodes.index(n)}].ssh_key: {n.ssh_key} does not exist")
+        progress("recording host keys with ssh-keyscan (trust on first use; existing entries are enforced)")
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            scan_errors = dict(zip([n.name for n in self.lab.nodes], pool.map(self._keyscan, self.lab.nodes),
+                                   strict=True))
+        reachable = {n.name: self._target(n) for n in self.lab.nodes if scan_errors[n.name] is None}
+        progress("checking SSH and passwordless sudo on every node")
+        results = common.wait_ready(self.state, self.lab, reachable, timeout=30, progress=progress,
+                                    systemd=False, sudo=True) if reachable else {}
+        for n in self.lab.nodes:
+            if scan_errors[n.name]:
+                results[n.name] = NodeStatus(n.name, n.role, str(n.ip), "unreachable", scan_errors[n.name] or "")
+        write_inventory(self.lab, self.lab_file)
+        ordered = [results[n.name] for n in self.lab.nodes]
+        common.raise_on_failures(ordered)
+        return ordered
+
+    def down(self, progress: Progress) -> None:
+        raise UserError("provider 'existing': labctl does not destroy real machines")
+
+    def status(self) -> list[NodeStatus]:
+        reachable = {n.name: self._target(n) for n in self.lab.nodes}
+        results = common.wait_ready(self.state, self.lab, reachable, timeout=10, progress=lambda _l: None,
+                                    systemd=False, sudo=True)
+        return [results[n.name] for n in self.lab.nodes]
+
+    def ssh_target(self, node_name: str) -> SshTarget:
+        return self._target(self.lab.node(node_name))
+
+

@@ -1,0 +1,329 @@
+"""The container lab's node image `labctl/node:debian12`, built locally (no registry is pulled).
+
+Recipe: Debian 12 (bookworm) from the host's Debian mirror (default deb.debian.org) with
+mmdebstrap when present, else debootstrap, streamed as a tar into `docker import`.
+The image holds NO SSH host keys and NO authorized key:
+
+- `labctl-node-init.service` runs before ssh.service on every boot; it generates the
+  node's own host keys when missing (`ssh-keygen -A`, so each node has its own keys, made
+  at its first boot) and installs the lab's public key, bind-mounted read-only at
+  /etc/labctl/authorized_keys, as root's authorized key (copied with root ownership and
+  0600, so sshd's StrictModes is satisfied whatever the owner of the file on the host).
+- Units that fail or are useless in a container are masked.
+- apt uses the host's Debian sources when the host runs bookworm (so a host whose mirror
+  is the only reachable one works), else deb.debian.org.
+
+The image is tagged `labctl/node:debian12-<hash>` where <hash> covers the whole recipe,
+so a changed recipe builds a new image; `labctl/node:debian12` points at the newest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from labctl.errors import RunFailed, UserError
+
+REPO = "labctl/node"
+FLAVOUR = "debian12"
+SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+PACKAGES = (
+    "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "sudo",
+    "iproute2", "ca-certificates",
+)
+# Units that fail or make no sense in a container (no udev, no module loading, no
+# kernel debug file systems, no consoles, no periodic maintenance of a throw-away node).
+MASKED_UNITS = (
+    "systemd-udevd.service", "systemd-udevd-kernel.socket", "systemd-udevd-control.socket",
+    "systemd-udev-trigger.service", "systemd-udev-settle.service",
+    "systemd-modules-load.service", "kmod-static-nodes.service",
+    "sys-kernel-debug.mount", "sys-kernel-tracing.mount", "sys-kernel-config.mount",
+    "sys-fs-fuse-connections.mount", "dev-hugepages.mount", "dev-mqueue.mount",
+    "systemd-remount-fs.service", "systemd-firstboot.service", "systemd-journald-audit.socket",
+    "getty@tty1.service", "console-getty.service", "getty.target",
+    "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "e2scrub_reap.service",
+    "fstrim.timer", "systemd-binfmt.service", "proc-sys-fs-binfmt_misc.automount",
+)
+
+NODE_INIT = """\
+#!/bin/sh
+# labctl-node-init: per-node SSH host keys (first boot) and the lab's authorized key.
+set -eu
+ssh-keygen -A
+if [ -r /etc/labctl/authorized_keys ]; then
+    install -d -m 0700 /root/.ssh
+    install -m 0600 /etc/labctl/authorized_keys /root/.ssh/authorized_keys
+fi
+"""
+
+NODE_INIT_UNIT = """\
+[Unit]
+Description=labctl node init: per-node SSH host keys, the lab's authorized key
+Before=ssh.service
+ConditionPathExists=/usr/sbin/sshd
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/labctl-node-init
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+SSH_DROPIN = """\
+[Unit]
+Wants=labctl-node-init.service
+After=labctl-node-init.service
+"""
+
+SSHD_CONFIG = """\
+# labctl: key authentication only
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UseDNS no
+"""
+
+DEFAULT_SOURCES = f"""\
+Types: deb
+URIs: {DEFAULT_MIRROR}
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"""
+
+# Runs on the host with the root file system as $1 and the staging directory as $2.
+CUSTOMIZE = """\
+#!/bin/sh
+set -eu
+root="$1"; stage="$2"
+rm -f "$root"/etc/ssh/ssh_host_*
+install -m 0755 "$stage/labctl-node-init" "$root/usr/local/sbin/labctl-node-init"
+install -m 0644 "$stage/labctl-node-init.service" "$root/etc/systemd/system/labctl-node-init.service"
+install -d -m 0755 "$root/etc/systemd/system/ssh.service.d" "$root/etc/labctl"
+install -m 0644 "$stage/ssh-labctl.conf" "$root/etc/systemd/system/ssh.service.d/labctl.conf"
+install -m 0644 "$stage/sshd-labctl.conf" "$root/etc/ssh/sshd_config.d/labctl.conf"
+systemctl --root="$root" enable labctl-node-init.service ssh.service
+for unit in $(cat "$stage/masked-units"); do systemctl --root="$root" mask "$unit"; done
+rm -f "$root/etc/apt/sources.list"
+rm -f "$root"/etc/apt/sources.list.d/*
+cp "$stage"/apt/* "$root/etc/apt/sources.list.d/"
+chmod 0644 "$root"/etc/apt/sources.list.d/*
+# a machine-id per container (systemd generates it at first boot)
+: > "$root/etc/machine-id"
+rm -f "$root/var/lib/dbus/machine-id" "$root/etc/hostname"
+rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/log/*.log
+"""
+
+
+# ---------------------------------------------------------------------------
+# Host apt configuration
+# ---------------------------------------------------------------------------
+
+
+def _host_codename() -> str:
+    try:
+        text = Path("/etc/os-release").read_text()
+    except OSError:
+        return ""
+    m = re.search(r"^VERSION_CODENAME=\"?([a-z]+)", text, re.M)
+    return m.group(1) if m else ""
+
+
+def _keyrings(text: str) -> list[str]:
+    found = re.findall(r"^Signed-By:\s*(\S+)", text, re.M | re.I)
+    found += re.findall(r"signed-by=([^\s\]]+)", text, re.I)
+    return found
+
+
+def host_apt_sources() -> dict[str, str]:
+    """{file name: content} of the host's active Debian sources, when the host runs bookworm.
+
+    Only files whose keyrings the image also has (debian-archive-keyring) are taken, so a
+    third-party repository of the host does not break apt in the nodes.
+    """
+    if _host_codename() != SUITE:
+        return {"debian.sources": DEFAULT_SOURCES}
+    files: dict[str, str] = {}
+    candidates = [Path("/etc/apt/sources.list")]
+    d = Path("/etc/apt/sources.list.d")
+    if d.is_dir():
+        candidates += sorted(p for p in d.iterdir() if p.suffix in (".list", ".sources"))
+    for path in candidates:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        body = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        if not body or "debian" not in text:
+            continue
+        if any(not k.startswith("/usr/share/keyrings/debian-archive") for k in _keyrings(text)):
+            continue
+        name = "host-sources.list" if path.name == "sources.list" else path.name
+        files[name] = text
+    return files or {"debian.sources": DEFAULT_SOURCES}
+
+
+def bootstrap_mirror(sources: dict[str, str]) -> str:
+    """The Debian mirror the host uses (first `.../debian` URI), else deb.debian.org."""
+    for text in sources.values():
+        for m in re.finditer(r"(https?://\S+?/debian)/?(?:\s|$)", text):
+            return m.group(1)
+    return DEFAULT_MIRROR
+
+
+# ---------------------------------------------------------------------------
+# The recipe and its hash
+# ---------------------------------------------------------------------------
+
+
+def recipe() -> dict[str, object]:
+    sources = host_apt_sources()
+    return {
+        "suite": SUITE,
+        "mirror": bootstrap_mirror(sources),
+        "packages": list(PACKAGES),
+        "masked": list(MASKED_UNITS),
+        "files": {
+            "labctl-node-init": NODE_INIT,
+            "labctl-node-init.service": NODE_INIT_UNIT,
+            "ssh-labctl.conf": SSH_DROPIN,
+            "sshd-labctl.conf": SSHD_CONFIG,
+            "customize.sh": CUSTOMIZE,
+        },
+        "apt": sources,
+    }
+
+
+def recipe_hash(r: dict[str, object] | None = None) -> str:
+    data = json.dumps(r if r is not None else recipe(), sort_keys=True).encode()
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def image_tag(r: dict[str, object] | None = None) -> str:
+    return f"{REPO}:{FLAVOUR}-{recipe_hash(r)}"
+
+
+def image_exists(tag: str) -> bool:
+    res = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", tag],
+                         capture_output=True, text=True, timeout=30)
+    return res.returncode == 0
+
+
+# ---------------------------------------------------------------------------
+# Building
+# ---------------------------------------------------------------------------
+
+
+def _stage(r: dict[str, object], where: Path) -> None:
+    files = r["files"]
+    assert isinstance(files, dict)
+    for name, content in files.items():
+        (where / name).write_text(content)
+    (where / "masked-units").write_text("\n".join(MASKED_UNITS) + "\n")
+    apt = where / "apt"
+    apt.mkdir()
+    sources = r["apt"]
+    assert isinstance(sources, dict)
+    for name, content in sources.items():
+        (apt / name).write_text(content)
+
+
+def _pump(proc: subprocess.Popen, on_line: Callable[[str], None], tail: list[str], deadline: float) -> None:
+    assert proc.stderr is not None
+    for raw in proc.stderr:
+        line = raw.decode(errors="replace").rstrip()
+        if line:
+            tail.append(line)
+            del tail[:-30]
+            on_line(line)
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RunFailed("building the node image took longer than the limit; see the lines above")
+
+
+def build_image(rebuild: bool = False, on_line: Callable[[str], None] = lambda _l: None,
+                timeout: float = 1200) -> tuple[str, bool]:
+    """Build the node image unless it exists; return (tag, built)."""
+    r = recipe()
+    tag = image_tag(r)
+    if not rebuild and image_exists(tag):
+        return tag, False
+    tool = "mmdebstrap" if shutil.which("mmdebstrap") else "debootstrap" if shutil.which("debootstrap") else None
+    if tool is None:
+        raise UserError("building the node image needs mmdebstrap or debootstrap: apt-get install -y mmdebstrap")
+    if shutil.which("tar") is None:
+        raise UserError("building the node image needs tar")
+    deadline = time.monotonic() + timeout
+    # STOPSIGNAL cannot be set by `docker import`: the nodes get --stop-signal at creation
+    changes = ['CMD ["/sbin/init"]', "ENV container=docker", f"LABEL labctl.recipe={recipe_hash(r)}"]
+    import_cmd = ["docker", "import"]
+    for c in changes:
+        import_cmd += ["--change", c]
+    import_cmd += ["-", tag]
+    tail: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="labctl-image-") as tmp:
+        stage = Path(tmp) / "stage"
+        stage.mkdir()
+        _stage(r, stage)
+        customize = f"sh {stage}/customize.sh \"$1\" {stage}"
+        include = ",".join(PACKAGES)
+        on_line(f"building {tag} with {tool} from {r['mirror']} ({SUITE})")
+        if tool == "mmdebstrap":
+            boot = subprocess.Popen(
+                ["mmdebstrap", "--variant=minbase", f"--include={include}", "--components=main",
+                 "--format=tar", f"--customize-hook={customize}", SUITE, "-", str(r["mirror"])],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            imp = subprocess.Popen(import_cmd, stdin=boot.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            assert boot.stdout is not None
+            boot.stdout.close()
+            _pump(boot, on_line, tail, deadline)
+            rc = boot.wait()
+            _out, err = imp.communicate(timeout=max(10, deadline - time.monotonic()))
+        else:
+            rootfs = Path(tmp) / "rootfs"
+            boot = subprocess.Popen(
+                ["debootstrap", "--variant=minbase", f"--include={include}", "--components=main",
+                 SUITE, str(rootfs), str(r["mirror"])],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            # debootstrap writes progress to stdout; its stderr carries errors only
+            _pump(boot, on_line, tail, deadline)
+            rc = boot.wait()
+            if rc == 0:
+                on_line("customizing the root file system")
+                res = subprocess.run(["sh", str(stage / "customize.sh"), str(rootfs), str(stage)],
+                                     capture_output=True, text=True, timeout=300)
+                if res.returncode != 0:
+                    raise RunFailed(f"customizing the node image failed: {res.stderr.strip()[-2000:]}")
+                on_line("importing into docker")
+                tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", "-", "."],
+                                       stdout=subprocess.PIPE)
+                imp = subprocess.Popen(import_cmd, stdin=tar.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                assert tar.stdout is not None
+                tar.stdout.close()
+                _out, err = imp.communicate(timeout=max(10, deadline - time.monotonic()))
+                rc = tar.wait()
+            else:
+                err = b""
+                imp = None
+        if imp is not None and imp.returncode != 0:
+            raise RunFailed(f"docker import failed: {err.decode(errors='replace').strip()}")
+        if rc != 0 or imp is None:
+            raise RunFailed(f"{tool} failed (exit {rc}) building the node image:\n" + "\n".join(tail[-15:]))
+    subprocess.run(["docker", "tag", tag, f"{REPO}:{FLAVOUR}"], capture_output=True, timeout=30, check=False)
+    on_line(f"built {tag}")
+    return tag, True
