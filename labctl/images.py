@@ -1,0 +1,97 @@
+"""Every container image a lab needs, and its name in the lab registry.
+
+Source of truth for `labctl images` and the images phase. The naming rule:
+- images kubeadm pulls (control plane, kube-proxy, pause, CoreDNS, etcd) are
+  mirrored as `<registry>/<name>:<tag>`, because with a custom
+  `imageRepository` kubeadm asks for `<imageRepository>/<name>:<tag>`
+  (CoreDNS too: `registry.k8s.io/coredns/coredns` becomes `<registry>/coredns`);
+- every other image keeps its path without the upstream host:
+  `ghcr.io/flannel-io/flannel:v0.27.4` -> `<registry>/flannel-io/flannel:v0.27.4`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from labctl import versions
+from labctl.config import Lab
+
+UPSTREAM_K8S = "registry.k8s.io"
+KUBEADM_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
+
+
+@dataclass(frozen=True)
+class Image:
+    source: str  # upstream reference, e.g. registry.k8s.io/pause:3.10.1
+    mirror: str  # name in the lab registry ("" when the lab does not mirror)
+    group: str  # kubeadm | cni | <addon name>
+
+
+def registry_address(lab: Lab) -> str:
+    """'<registry node>:<port>' -- the same value as group_vars lab_registry_address."""
+    reg = lab.registry_node
+    return f"{reg.name}:{lab.registry.port}" if reg else ""
+
+
+def split_ref(ref: str) -> tuple[str, str, str]:
+    """'ghcr.io/a/b:v1' -> ('ghcr.io', 'a/b', 'v1'); a reference without a host is docker.io."""
+    name, _, tag = ref.rpartition(":")
+    if not name or "/" in tag:
+        name, tag = ref, "latest"
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        host, path = first, rest
+    else:
+        host, path = "docker.io", name if "/" in name else f"library/{name}"
+    return host, path, tag
+
+
+def kubeadm_images(lab: Lab) -> list[str]:
+    """What `kubeadm config images list --kubernetes-version v<patch>` prints for the lab's pins."""
+    rel = versions.KUBERNETES[lab.kubernetes.minor]
+    patch = lab.kubernetes.version if lab.kubernetes.version.count(".") == 2 else rel.patch
+    out = [f"{UPSTREAM_K8S}/{c}:v{patch}" for c in KUBEADM_COMPONENTS]
+    out += [f"{UPSTREAM_K8S}/coredns/coredns:{rel.coredns}",
+            f"{UPSTREAM_K8S}/pause:{rel.pause}",
+            f"{UPSTREAM_K8S}/etcd:{rel.etcd}"]
+    return out
+
+
+def mirror_name(source: str, registry: str, group: str) -> str:
+    _host, path, tag = split_ref(source)
+    if group == "kubeadm":
+        path = path.rsplit("/", 1)[-1]
+    return f"{registry}/{path}:{tag}"
+
+
+def _addon_images(lab: Lab) -> list[str]:
+    """Images of the chosen addons, from labctl.addon_images when that module exists."""
+    try:
+        mod = importlib.import_module("labctl.addon_images")
+    except ModuleNotFoundError as exc:
+        if exc.name != "labctl.addon_images":
+            raise
+        return []
+    return list(mod.images(lab))
+
+
+def lab_images(lab: Lab) -> list[Image]:
+    """Every image the lab pulls, in a stable order, without duplicates."""
+    registry = registry_address(lab) if lab.kubernetes.mirror_images else ""
+    wanted: list[tuple[str, str]] = [(ref, "kubeadm") for ref in kubeadm_images(lab)]
+    wanted += [(ref, "cni") for ref in versions.ADDONS[lab.addons.cni].images]
+    wanted += [(ref, "addons") for ref in _addon_images(lab)]
+    seen: set[str] = set()
+    out: list[Image] = []
+    for ref, group in wanted:
+        if ref in seen:
+            continue
+        seen.add(ref)
+        out.append(Image(ref, mirror_name(ref, registry, group) if registry else "", group))
+    return out
+
+
+def as_vars(lab: Lab) -> list[dict[str, str]]:
+    """The list as Ansible data: [{source, mirror}], for the images role."""
+    return [{"source": i.source, "mirror": i.mirror} for i in lab_images(lab)]
