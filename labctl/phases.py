@@ -22,6 +22,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "host": ("host",),
     "runtime": ("host", "runtime"),
     "registry": ("host", "runtime", "registry"),
+    "storage": ("nfs",),
     "control-plane": ("packages", "images", "control-plane", "join"),
     "network": ("network",),
     "addons": ("addons",),
