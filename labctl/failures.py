@@ -44,6 +44,7 @@ class Failure:
     msg: str = ""
     item: str | None = None
     rc: int | None = None
+    cmd: str | None = None
     stderr: list[str] = field(default_factory=list)
     stdout: list[str] = field(default_factory=list)
     journal: list[str] = field(default_factory=list)
@@ -64,7 +65,7 @@ class Failure:
     def to_dict(self) -> dict[str, Any]:
         return {"host": self.host, "kind": self.kind, "phase": self.phase, "play": self.play, "task": self.task,
                 "role": self.role, "task_path": self.task_path, "msg": self.msg, "item": self.item, "rc": self.rc,
-                "stderr": self.stderr, "stdout": self.stdout, "journal": self.journal, "hint": self.hint,
+                "cmd": self.cmd, "stderr": self.stderr, "stdout": self.stdout, "journal": self.journal, "hint": self.hint,
                 "cause": self.cause}
 
     def format(self) -> str:
@@ -75,9 +76,14 @@ class Failure:
         if self.item is not None:
             lines.append(f"  item: {self.item}")
         msg_lines = [ln for ln in self.msg.strip().splitlines() if ln not in self.journal]
+        if self.msg.strip().lower() in GENERIC_MSGS:
+            # "non-zero return code" says nothing: the cause is the last line of stderr (or stdout)
+            msg_lines = [f"{self.cause}" + (f" ({self.msg.strip()})" if self.msg.strip() else "")]
         if msg_lines:
             lines.append(f"  cause: {msg_lines[0]}")
             lines += [f"         {ln}" for ln in msg_lines[1:TAIL]]
+        if self.cmd:
+            lines.append(f"  command: {self.cmd}")
         if self.rc is not None:
             lines.append(f"  rc: {self.rc}")
         for label, body in (("stderr", self.stderr), ("stdout", self.stdout if not self.stderr else []),
@@ -168,6 +174,9 @@ def failure_from_event(event: dict[str, Any], phase: str | None = None) -> Failu
                "the role should say what failed without the secret")
     f.msg = msg
     rc = detail.get("rc")
+    cmd = detail.get("cmd")
+    if cmd:
+        f.cmd = " ".join(str(c) for c in cmd) if isinstance(cmd, list) else str(cmd)
     f.rc = int(rc) if isinstance(rc, int) or (isinstance(rc, str) and rc.lstrip("-").isdigit()) else None
     stderr = detail.get("stderr_lines") or _lines(detail.get("stderr")) or _lines(detail.get("module_stderr"))
     stdout = detail.get("stdout_lines") or _lines(detail.get("stdout")) or _lines(detail.get("module_stdout"))

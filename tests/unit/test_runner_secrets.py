@@ -1,0 +1,70 @@
+"""Secret hygiene: redaction of events, and a real run whose state dir holds the secret only under secrets/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from labctl.provision import REDACTED, Redactor
+from tests.unit.conftest import run_labctl, write_lab
+
+PLAYBOOK = Path(__file__).parent / "data" / "playbooks" / "secret-local.yml"
+
+LOCAL_LAB = {
+    "name": "sec-lab",
+    "provider": "existing",
+    "os": "debian12",
+    "network": {"cidr": "192.168.65.0/24"},
+    "nodes": [
+        {"name": "cp", "role": "control-plane", "ip": "192.168.65.10", "cpus": 2, "memory_mb": 2048,
+         "ssh_host": "127.0.0.1", "ssh_user": "root"},
+        {"name": "reg", "role": "registry", "ip": "192.168.65.12", "cpus": 1, "memory_mb": 1024,
+         "ssh_host": "127.0.0.1", "ssh_user": "root"},
+    ],
+    "kubernetes": {"version": "1.37", "proxy_mode": "nftables"},
+}
+
+
+def test_redactor_replaces_secrets_in_nested_values_and_keys():
+    r = Redactor(["s3cr3t-value-xyz\n", "abc"])  # values shorter than 6 are not redacted (false hits)
+    ev = {"stdout": "pw=s3cr3t-value-xyz!", "event_data": {"res": {"results": [{"cmd": ["echo", "s3cr3t-value-xyz"]}],
+                                                                  "s3cr3t-value-xyz": 1, "msg": "abc"}}}
+    r(ev)
+    assert ev["stdout"] == f"pw={REDACTED}!"
+    assert ev["event_data"]["res"]["results"][0]["cmd"] == ["echo", REDACTED]
+    assert REDACTED in ev["event_data"]["res"] and ev["event_data"]["res"]["msg"] == "abc"
+
+
+def test_redactor_catches_a_pem_key_line_by_line():
+    body = "MC4CAQAwBQYDK2VwBCIEIKxQ5Yb2Xw1mN4qZr7Tt0Jp8sVh3LcUe6dFgHiJkLmNo"
+    key = f"-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n"
+    r = Redactor([key])
+    assert r.text(f"oops: {body[:64]}") == f"oops: {REDACTED}"
+    assert r.text(key).count(REDACTED) == 1
+
+
+def test_real_run_leaves_the_secret_only_under_secrets(tmp_path: Path):
+    """A real ansible-playbook run (connection local) that reads registry-password with no_log and leaks it
+    on purpose in a debug message and in stderr: no file of the state dir but secrets/ holds it, nor the
+    terminal output; the event log shows the redaction."""
+    lab = write_lab(tmp_path, LOCAL_LAB)
+    r = run_labctl("provision", "--lab", str(lab), "--playbook", str(PLAYBOOK), "--phase", "host",
+                   "--no-progress", "--json", cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    state = tmp_path / ".labctl" / "sec-lab"
+    secret = (state / "secrets" / "registry-password").read_text().strip()
+    assert (state / "secrets" / "registry-password").stat().st_mode & 0o777 == 0o600
+    assert (state / "secrets" / "grafana-admin-password").stat().st_mode & 0o777 == 0o600
+    # the play did use the secret
+    assert (tmp_path / "registry-password.copy").read_text().strip() == secret
+    result = json.loads(r.stdout)
+    log = Path(result["log_path"])
+    assert log.stat().st_mode & 0o777 == 0o600
+    assert f"the password is {REDACTED}" in log.read_text()
+    files = [p for p in state.rglob("*") if p.is_file() and "secrets" not in p.relative_to(state).parts]
+    assert len(files) > 3 and any("artifacts" in p.parts for p in files)
+    leaks = [str(p) for p in files if secret in p.read_text(errors="replace")]
+    assert leaks == []
+    assert secret not in r.stdout + r.stderr
+    assert Path(result["tasks_path"]).read_text().splitlines()[0].split("\t") == [
+        "phase", "play", "task", "host", "status", "changed", "seconds"]
