@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -215,24 +216,22 @@ class DockerProvider:
 
     # -- down --------------------------------------------------------------------
     def down(self, progress: Progress) -> None:
+        """Remove the containers with their volumes, the lab network and Vagrant's record of them.
+
+        This is what `vagrant destroy` does for the docker provider (`docker rm -f -v`), done in
+        one docker call instead of one Vagrant action per machine: about 1 s instead of 10-16 s
+        for 3 nodes here. Vagrant's state directory for the lab is removed with them.
+        """
         check_docker()
         live = self.containers()
         self._check_ownership(live)
-        if live and common.require_binary("vagrant", INSTALL_HINT):
-            env = common.vagrant_env(self.lab_file, self.state)
-            progress("vagrant destroy -f")
-            try:
-                common.run_vagrant(["destroy", "-f"], env, self.lab_file.resolve().parent, timeout=300,
-                                   progress=progress)
-            except RunFailed as exc:
-                progress(f"{exc}; removing the containers directly")
-        # what Vagrant did not know about (state lost, killed half-way): remove by label
-        left = self.containers()
-        if left:
-            _docker("rm", "-f", "-v", *[c["id"] for c in left.values()], timeout=120, check=True)
+        if live:
+            progress(f"removing {len(live)} container(s) and their volumes")
+            _docker("rm", "-f", "-v", *[c["id"] for c in live.values()], timeout=120, check=True)
         if self._network_exists():
             progress(f"removing network {self.network}")
             _docker("network", "rm", self.network, timeout=60, check=True)
+        shutil.rmtree(self.state.root / "vagrant", ignore_errors=True)
         sshkeys.forget_hosts(self.state, [x for n in self.lab.nodes for x in (n.name, str(n.ip))])
 
     # -- status ------------------------------------------------------------------
