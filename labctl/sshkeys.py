@@ -77,10 +77,11 @@ def record_host(state: StateDir, names: Sequence[str], host_keys: Sequence[str])
     if not wanted:
         raise UserError(f"no host key found for {names[0]}")
     lines = _read_known(state)
-    kept = [ln for ln in lines if not set(ln.split(" ", 1)[0].split(",")) & set(names)]
-    new = kept + wanted
-    if new == lines:
+    mine = [ln for ln in lines if set(ln.split(" ", 1)[0].split(",")) & set(names)]
+    if mine == wanted:
         return False
+    kept = [ln for ln in lines if ln not in mine]
+    new = kept + wanted
     tmp = state.known_hosts.with_suffix(".tmp")
     tmp.write_text("\n".join(new) + "\n")
     os.chmod(tmp, 0o600)

@@ -90,6 +90,17 @@ def inotify_in_use() -> int:
     return count
 
 
+def inotify_problem(limit: int, used: int, new_nodes: int) -> str | None:
+    """The message when `new_nodes` systemd containers would exceed max_user_instances, else None."""
+    need = INOTIFY_PER_NODE * new_nodes
+    if new_nodes == 0 or used + need <= limit:
+        return None
+    return (f"fs.inotify.max_user_instances is {limit} and {used} are in use; {new_nodes} new systemd "
+            f"container(s) need about {need} more (systemd in a container would fail with exit 255). Raise it: "
+            f"sudo sysctl -w fs.inotify.max_user_instances={max(512, 2 * (used + need))} "
+            "(and put it in /etc/sysctl.d/ to keep it)")
+
+
 def check_inotify(new_nodes: int) -> None:
     """systemd in a container needs ~7 inotify instances; say so before systemd fails with 255."""
     if new_nodes == 0:
@@ -98,14 +109,9 @@ def check_inotify(new_nodes: int) -> None:
         limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
     except (OSError, ValueError):
         return
-    used = inotify_in_use()
-    need = INOTIFY_PER_NODE * new_nodes
-    if used + need > limit:
-        raise UserError(
-            f"fs.inotify.max_user_instances is {limit} and {used} are in use; {new_nodes} new systemd "
-            f"container(s) need about {need} more. Raise it: "
-            f"sudo sysctl -w fs.inotify.max_user_instances={max(512, 2 * (used + need))} "
-            "(and put it in /etc/sysctl.d/ to keep it)")
+    problem = inotify_problem(limit, inotify_in_use(), new_nodes)
+    if problem:
+        raise UserError(problem)
 
 
 def wait_ready(state: StateDir, lab: Lab, targets: dict[str, SshTarget], timeout: float,
