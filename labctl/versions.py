@@ -68,7 +68,12 @@ ADDONS: dict[str, AddonRelease] = {
         AddonRelease("flannel", "v0.27.4", "1.28", "1.37",
                      images=("ghcr.io/flannel-io/flannel:v0.27.4",
                              "ghcr.io/flannel-io/flannel-cni-plugin:v1.8.0-flannel1")),
+        # Chart pins, checked against the charts' releases (search tool, Nov 2026). The images each
+        # pin runs are listed in the addon roles' vars/main.yml (labctl/addon_images.py reads them),
+        # the value keys labctl sets in labctl/charts/<chart>.yml.
+        # traefik chart 37.4.0 (Nov 2025, Traefik Proxy v3.6): Chart.yaml kubeVersion >=1.22.
         AddonRelease("traefik", "37.4.0", "1.22", "1.37"),
+        # ingress-nginx chart 4.15.1 = controller v1.15.1, the last release before the retirement.
         AddonRelease(
             "ingress-nginx",
             "4.15.1",
@@ -77,8 +82,11 @@ ADDONS: dict[str, AddonRelease] = {
             retired="ingress-nginx was retired upstream in March 2026 (last release "
             "controller v1.15.1 / chart 4.15.1); prefer addons.ingress: traefik",
         ),
+        # metrics-server chart 3.13.0 = metrics-server v0.8.0 (Jul 2025).
         AddonRelease("metrics-server", "3.13.0", "1.19", "1.37"),
+        # headlamp chart 0.38.0 = Headlamp v0.38.0.
         AddonRelease("headlamp", "0.38.0", "1.24", "1.37"),
+        # kubernetes-dashboard chart 7.14.0 (Oct 2025): the last chart (api 1.14.0, auth 1.4.0).
         AddonRelease(
             "kubernetes-dashboard",
             "7.14.0",
@@ -87,8 +95,13 @@ ADDONS: dict[str, AddonRelease] = {
             retired="the Kubernetes Dashboard was archived in January 2026; "
             "prefer addons.dashboard: headlamp",
         ),
+        # kube-prometheus-stack chart 79.5.0 (Nov 2025).
         AddonRelease("kube-prometheus-stack", "79.5.0", "1.25", "1.37"),
-        AddonRelease("helm", "3.19.2", "1.30", "1.37"),
+        # Helm 3.19.2: Helm's version-skew table lists 3.19.x for Kubernetes 1.34-1.31 and calls
+        # newer clusters "at your own risk"; labctl uses only `helm upgrade --install`, `list` and
+        # `get values` with charts of stable APIs on 1.35-1.37. A Helm 4 pin (with per-arch sha256
+        # in roles/helm/vars/main.yml) would bring the documented range up to date.
+        AddonRelease("helm", "3.19.2", "1.31", "1.37"),
     )
 }
 
