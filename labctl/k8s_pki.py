@@ -42,7 +42,7 @@ def generate_token() -> str:
 
 
 def is_valid_token(token: str) -> bool:
-    return bool(TOKEN_RE.match(token))
+    return bool(TOKEN_RE.fullmatch(token))
 
 
 def parse_ttl(ttl: str) -> int:
