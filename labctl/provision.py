@@ -242,6 +242,44 @@ def preflight(lab: Lab, state: StateDir, nodes: list[str], timeout: float = 1.5)
                         "run `labctl up` first (`labctl status` shows the machines)")
 
 
+def close_stale_masters(lab: Lab, state: StateDir, hosts: list[str]) -> None:
+    """End the SSH ControlMaster of nodes that were unreachable in the last run.
+
+    A node that died (VM reset, container killed) can leave a master process whose
+    TCP connection is half-open: new sessions through it hang until ServerAlive gives
+    up. Ending it makes the next connection a fresh one. Cheap: one `ssh -O exit` each.
+    """
+    import subprocess
+
+    from labctl.inventory import ssh_user
+    from labctl.runner import control_path_dir
+
+    by_name = {n.name: n for n in lab.nodes}
+    cp = control_path_dir(state)
+    for host in hosts:
+        node = by_name.get(host)
+        if node is None:
+            continue
+        addr = node.ssh_host if lab.provider == "existing" and node.ssh_host else str(node.ip)
+        cmd = ["ssh", "-o", f"ControlPath={cp}/%C", "-p", str(node.ssh_port), "-O", "exit",
+               f"{ssh_user(lab, node)}@{addr}"]
+        try:
+            subprocess.run(cmd, capture_output=True, timeout=5, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+
+
+def _last_run_file(state: StateDir) -> Path:
+    return state.logs_dir / "last-run.json"
+
+
+def last_unreachable(state: StateDir) -> list[str]:
+    try:
+        return list(json.loads(_last_run_file(state).read_text()).get("unreachable", []))
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
 # -- the run ---------------------------------------------------------------------------------
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -306,6 +344,9 @@ def provision(lab: Lab, lab_file: Path, opts: ProvisionOptions,
     if opts.preflight:
         preflight(lab, state, nodes)
     ensure_secrets(state)
+    stale = [h for h in last_unreachable(state) if h in nodes]
+    if stale:
+        close_stale_masters(lab, state, stale)
     entry, notes = entry_playbook(state, book, opts.phases)
     phases_map = play_phases(entry)
     tags = None if list(opts.phases) == list(PHASES) else ",".join(opts.phases)
@@ -349,6 +390,8 @@ def provision(lab: Lab, lab_file: Path, opts: ProvisionOptions,
     ok = result.rc == 0 and result.status == "successful" and not failures
     if ok and progress.done:
         save_plan(state, key, progress.done)
+    unreachable = sorted(h for h, r in recap.items() if r.get("unreachable"))
+    write_private(_last_run_file(state), json.dumps({"log": str(log_path), "ok": ok, "unreachable": unreachable}) + "\n")
     if not ok and not failures:
         failures.append(Failure(host="(controller)", kind="error", task="ansible-playbook",
                                 msg=f"ansible-runner ended with status {result.status}, rc {result.rc}; see {log_path}"))
