@@ -191,13 +191,28 @@ def failure_from_event(event: dict[str, Any], phase: str | None = None) -> Failu
 
 
 def playbook_error(events: list[dict[str, Any]]) -> str | None:
-    """The error ansible-playbook printed when it could not run at all (syntax, missing file...)."""
-    texts = [str(ev.get("stdout") or "") for ev in events if ev.get("event") in ("verbose", "error", "")]
-    for text in texts:
-        if "ERROR!" in text or "[ERROR]:" in text:
-            start = text.find("ERROR!") if "ERROR!" in text else text.find("[ERROR]:")
-            return text[start:].strip()
-    return None
+    """The error ansible-playbook printed when it could not run at all (syntax, missing file...).
+
+    It arrives as plain output ("verbose" events), one line per event: take the line
+    with the error and the ones after it, up to a blank line.
+    """
+    lines: list[str] = []
+    for ev in events:
+        if ev.get("event") not in ("verbose", "error", ""):
+            if lines:
+                break
+            continue
+        text = str(ev.get("stdout") or "")
+        if not lines:
+            for marker in ("ERROR!", "[ERROR]:"):
+                if marker in text:
+                    lines.append(text[text.find(marker):].strip())
+                    break
+            continue
+        if not text.strip() or len(lines) >= TAIL:
+            break
+        lines.append(text.rstrip())
+    return "\n".join(lines) if lines else None
 
 
 def collect(events: list[dict[str, Any]], play_phases: dict[str, str] | None = None,
