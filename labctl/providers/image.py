@@ -276,6 +276,7 @@ def build_image(rebuild: bool = False, on_line: Callable[[str], None] = lambda _
         import_cmd += ["--change", c]
     import_cmd += ["-", tag]
     tail: list[str] = []
+    old_id = _image_id(tag)
     with tempfile.TemporaryDirectory(prefix="labctl-image-") as tmp:
         stage = Path(tmp) / "stage"
         stage.mkdir()
@@ -325,5 +326,23 @@ def build_image(rebuild: bool = False, on_line: Callable[[str], None] = lambda _
         if rc != 0 or imp is None:
             raise RunFailed(f"{tool} failed (exit {rc}) building the node image:\n" + "\n".join(tail[-15:]))
     subprocess.run(["docker", "tag", tag, f"{REPO}:{FLAVOUR}"], capture_output=True, timeout=30, check=False)
+    _remove_outdated(tag, old_id)
     on_line(f"built {tag}")
     return tag, True
+
+
+def _image_id(ref: str) -> str:
+    res = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref],
+                         capture_output=True, text=True, timeout=30)
+    return res.stdout.strip() if res.returncode == 0 else ""
+
+
+def _remove_outdated(tag: str, old_id: str) -> None:
+    """Drop the images of older recipes and the one a rebuild replaced (kept while a node uses it)."""
+    res = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", REPO],
+                         capture_output=True, text=True, timeout=30)
+    stale = [ref for ref in res.stdout.split() if ref.startswith(f"{REPO}:{FLAVOUR}-") and ref != tag]
+    if old_id and old_id != _image_id(tag):
+        stale.append(old_id)
+    for ref in stale:
+        subprocess.run(["docker", "rmi", ref], capture_output=True, timeout=60, check=False)
