@@ -101,8 +101,12 @@ def test_failed_health_checks():
     assert kc.failed_health_checks("") == ["(no 'check passed' line in the answer)"]
 
 
-@pytest.mark.parametrize("answer,ok", [('{"health":"true","reason":""}', True), ('{"health":"false","reason":"RAFT NO LEADER"}', False),
-                                       ("", False), ("404 page not found", False)])
+@pytest.mark.parametrize("answer,ok", [
+    ('{"health":"true","reason":""}', True),
+    ('{"health":"false","reason":"RAFT NO LEADER"}', False),
+    ("", False),
+    ("404 page not found", False),
+])
 def test_etcd_healthy(answer, ok):
     assert kc.etcd_healthy(answer) is ok
 

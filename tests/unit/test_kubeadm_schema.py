@@ -71,7 +71,8 @@ def _without(doc: dict, path: list, key: str, new_key: str) -> dict:
 
 BAD = [
     # (document, what the message must contain)
-    (_without(CLUSTER, ["networking"], "podSubnet", "podSubnets"), "networking.podSubnets: unknown field; did you mean 'podSubnet'"),
+    (_without(CLUSTER, ["networking"], "podSubnet", "podSubnets"),
+     "networking.podSubnets: unknown field; did you mean 'podSubnet'"),
     (_without(CLUSTER, [], "controlPlaneEndpoint", "controlplaneEndpoint"), "controlplaneEndpoint: unknown field"),
     (_with(CLUSTER, ["apiServer", "extraArgs"], [{"nam": "profiling", "value": "false"}]),
      "apiServer.extraArgs[0].nam: unknown field"),
@@ -83,7 +84,8 @@ BAD = [
      "nodeRegistration.kubeletExtraArgs: expected a list"),
     (_without(INIT, ["localAPIEndpoint"], "advertiseAddress", "advertiseAdress"),
      "localAPIEndpoint.advertiseAdress: unknown field; did you mean 'advertiseAddress'"),
-    (_with(JOIN, ["discovery", "bootstrapToken", "caCertHash"], "sha256:00"), "discovery.bootstrapToken.caCertHash: unknown field"),
+    (_with(JOIN, ["discovery", "bootstrapToken", "caCertHash"], "sha256:00"),
+     "discovery.bootstrapToken.caCertHash: unknown field"),
     (_without(KUBELET, [], "cgroupDriver", "cgroupdriver"), "cgroupdriver: unknown field; did you mean 'cgroupDriver'"),
     (_with(KUBELET, ["authentication", "anonymous", "enable"], False), "authentication.anonymous.enable: unknown field"),
     (_with(PROXY, ["ipvs", "schedular"], "rr"), "ipvs.schedular: unknown field; did you mean 'scheduler'"),
