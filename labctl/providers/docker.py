@@ -120,6 +120,30 @@ class DockerProvider:
                 raise UserError(f"a container named {self.container(n)} exists and is not part of lab "
                                 f"{self.lab.name!r}; remove it or rename the lab")
 
+    def _check_drift(self, live: dict[str, dict[str, str]]) -> None:
+        """Existing containers must match lab.yml (address); a changed lab needs `labctl down` first."""
+        extra = sorted(set(live) - {n.name for n in self.lab.nodes})
+        if extra:
+            raise UserError(f"containers of nodes no longer in lab.yml exist ({', '.join(extra)}); "
+                            "run `labctl down` with the old lab.yml, or remove them: "
+                            + " ".join(f"docker rm -f -v {live[e]['name']}" for e in extra))
+        ids = [c["id"] for c in live.values()]
+        if not ids:
+            return
+        fmt = ('{{index .Config.Labels "labctl.node"}}|{{range $k, $v := .NetworkSettings.Networks}}'
+               '{{$k}}={{if $v.IPAMConfig}}{{$v.IPAMConfig.IPv4Address}}{{end}} {{end}}')
+        res = _docker("inspect", "--format", fmt, *ids)
+        for line in res.stdout.splitlines():
+            node_name, _, nets = line.partition("|")
+            for item in nets.split():
+                net, _, ipam = item.partition("=")
+                if net != self.network:
+                    continue
+                want = str(self.lab.node(node_name).ip)
+                if ipam != want:
+                    raise UserError(f"node {node_name} exists with address {ipam or 'none'}, lab.yml says {want}; "
+                                    "run `labctl down` and `labctl up` to apply the change")
+
     def _network_exists(self) -> bool:
         return _docker("network", "inspect", "--format", "{{.Name}}", self.network).returncode == 0
 
@@ -176,6 +200,7 @@ class DockerProvider:
         common.require_binary("vagrant", INSTALL_HINT)
         live = self.containers()
         self._check_ownership(live)
+        self._check_drift(live)
         todo = [n for n in self.lab.nodes if live.get(n.name, {}).get("state") != "running"]
         missing = [n for n in todo if n.name not in live]
         if todo:

@@ -233,3 +233,16 @@ def test_apt_mirror_comes_from_the_host_sources() -> None:
     assert image.bootstrap_mirror({}) == "http://deb.debian.org/debian"
     for text in image.host_apt_sources().values():
         assert "debian" in text
+
+
+@pytest.mark.skipif(shutil.which("VBoxManage") is not None, reason="VirtualBox is installed here")
+def test_vm_lab_without_virtualbox(tmp_path: Path) -> None:
+    lab = base_lab()
+    lab["provider"] = "vagrant"
+    lab["kubernetes"]["proxy_mode"] = "nftables"
+    write_lab(tmp_path, lab)
+    res = run_labctl("up", cwd=tmp_path)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "VBoxManage is not installed" in res.stderr and "VirtualBox" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / ".labctl").exists()
