@@ -32,7 +32,8 @@ def _host_name(item: pytest.Item) -> str | None:
         return None
     host = callspec.params.get("_testinfra_host")
     if host is None:
-        return None
+        node = callspec.params.get("node")  # suites that parametrize by node name themselves
+        return node if isinstance(node, str) else None
     backend = getattr(host, "backend", None)
     name = getattr(backend, "host", None)  # AnsibleBackend keeps the inventory name
     if isinstance(name, str):
@@ -48,6 +49,9 @@ def _params(item: pytest.Item, node: str | None) -> str:
     if callspec is None:
         return ""
     ident = callspec.id
+    if "_testinfra_host" not in callspec.params and "node" in callspec.params:
+        rest = {k: v for k, v in callspec.params.items() if k != "node"}
+        return "-".join(str(v) for v in rest.values())
     if node:
         for prefix in ("ansible://", "ssh://", "paramiko://", "local://", "docker://"):
             ident = ident.replace(f"{prefix}{node}", "\0")
