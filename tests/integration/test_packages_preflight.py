@@ -1,0 +1,107 @@
+"""The packages phase stops at once, with one clear message, when pkgs.k8s.io does not answer.
+
+Runs the real playbooks/packages.yml through labctl.runner against a systemd-less
+container of the dev node image started with `--network none`: no name resolves
+and nothing is reachable from it, on any machine, so the phase must fail in its
+preflight, quickly, having changed nothing, and say which layers are ready and how
+to continue (connect the lab, or kubernetes.packages_dir).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from labctl.config import load_lab
+from labctl.inventory import render_inventory, write_tree
+from labctl.runner import run_playbook
+from labctl.state import StateDir
+
+pytestmark = pytest.mark.integration
+
+IMAGE = "labctl-dev/node:debian12"
+LAB = {
+    "name": "k5-preflight", "provider": "docker", "network": {"cidr": "192.168.56.0/24"},
+    "nodes": [{"name": "master", "role": "control-plane", "ip": "192.168.56.21"},
+              {"name": "node", "role": "worker", "ip": "192.168.56.31"},
+              {"name": "registry", "role": "registry", "ip": "192.168.56.100"}],
+    "kubernetes": {"version": "1.37", "proxy_mode": "nftables"},
+}
+
+
+def _image_present() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def offline_node():
+    if not _image_present():
+        pytest.skip(f"needs dockerd and the dev node image {IMAGE}")
+    name = f"k5-preflight-{secrets.token_hex(3)}"
+    subprocess.run(["docker", "run", "-d", "--name", name, "--network", "none", "--entrypoint", "sleep", IMAGE,
+                    "infinity"], check=True, capture_output=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def _run(tmp_path: Path, container: str, **kubernetes):
+    data = {**LAB, "kubernetes": {**LAB["kubernetes"], **kubernetes}}
+    lab_file = tmp_path / "lab.yml"
+    lab_file.write_text(yaml.safe_dump(data))
+    lab = load_lab(lab_file)
+    inv = tmp_path / "inventory"
+    write_tree(render_inventory(lab, lab_file), inv)
+    # reach "master" through docker exec instead of ssh (host vars win over group_vars; delegate_to
+    # localhost keeps its local connection, as in a real run)
+    hosts = yaml.safe_load((inv / "hosts.yml").read_text())
+    hosts["all"]["children"]["control_plane"]["hosts"]["master"].update(
+        {"ansible_connection": "community.docker.docker", "ansible_host": container, "ansible_user": "root",
+         "ansible_become": False})
+    (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    t0 = time.monotonic()
+    result = run_playbook(StateDir(lab_file, lab.name), "packages.yml", inv / "hosts.yml", limit="master")
+    return result, time.monotonic() - t0
+
+
+def _failure_message(result) -> str:
+    msgs = [e["event_data"]["res"].get("msg", "") for e in result.events if e.get("event") == "runner_on_failed"]
+    assert len(msgs) == 1, msgs
+    return msgs[0]
+
+
+def test_unreachable_package_source_stops_the_phase_with_one_message(tmp_path: Path, offline_node: str):
+    result, seconds = _run(tmp_path, offline_node)
+    assert result.rc != 0
+    msg = _failure_message(result)
+    assert "https://pkgs.k8s.io/core:/stable:/v1.37/deb/ is unreachable from master" in msg
+    assert "Layers ready so far:" in msg
+    assert "master: host " in msg and "runtime NOT ready" in msg and "registry NOT ready (registry:5000" in msg
+    assert "connect the lab to the internet" in msg
+    assert "set kubernetes.packages_dir in lab.yml" in msg and ".deb files of version 1.37.0" in msg
+    # quick: no apt timeouts (the whole ansible run, including its start-up)
+    assert seconds < 90, seconds
+    # nothing changed on the node
+    assert sum((result.stats.get("changed") or {}).values()) == 0
+    probe = subprocess.run(["docker", "exec", offline_node, "ls", "/etc/apt/sources.list.d/kubernetes.sources"],
+                           capture_output=True)
+    assert probe.returncode != 0
+
+
+def test_missing_packages_dir_content_is_reported(tmp_path: Path, offline_node: str):
+    pkgs = tmp_path / "pkgs"
+    pkgs.mkdir()
+    (pkgs / "kubectl_1.37.0-1.1_amd64.deb").write_bytes(b"")
+    result, _ = _run(tmp_path, offline_node, packages_dir=str(pkgs))
+    assert result.rc != 0
+    msg = _failure_message(result)
+    assert f"kubernetes.packages_dir {pkgs} holds no kubelet, kubeadm package(s) for 1.37.0" in msg
