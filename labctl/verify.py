@@ -233,52 +233,46 @@ def _addons_enabled(lab_vars: dict[str, Any]) -> bool:
     return bool(a.get("metrics_server")) or any(a.get(k, "none") != "none" for k in ("ingress", "dashboard", "monitoring"))
 
 
+def _state_reason(layer: str, facts: Facts, lab_vars: dict[str, Any], state: StateDir) -> tuple[str, bool]:
+    """Why the lab's state does not allow this layer to run ('' if it does), and whether that is a failure."""
+    c = facts.cluster
+    if not facts.hosts_file:
+        return f"no inventory ({state.hosts_file} missing): run labctl up", True
+    if layer in NODE_LAYERS:
+        group = {"registry": "registry", "storage": "registry"}.get(layer)
+        if group and not facts.groups.get(group):
+            what = "the registry" if layer == "registry" else "the NFS export"
+            return f"no registry node in lab.yml ({what} lives on it)", False
+        wanted = facts.groups.get(group, []) if group else list(facts.ssh)
+        if wanted and all(facts.ssh.get(n) for n in wanted):
+            errs = "; ".join(facts.ssh.get(n, "") for n in wanted)
+            return f"no node answers SSH ({errs}): is the lab up? labctl status", True
+        return "", False
+    if not c.kubeconfig:
+        return (f"no cluster (provision stopped before kubeadm: {state.kubeconfig.name} "
+                f"not in {state.kubeconfig.parent})"), False
+    if not c.answers or (c.error and c.network is None):
+        return f"the cluster does not answer: {c.error or c.server}", True
+    if layer in ("network", "workloads") and c.network is False:
+        return "no pod network (flannel not installed: provision stopped before network)", False
+    if layer == "addons":
+        if not _addons_enabled(lab_vars):
+            return "no addons in lab.yml", False
+        if c.addons is False:
+            return "no addons installed (provision stopped before addons)", False
+    return "", False
+
+
 def plan_layers(layers: list[str], facts: Facts, lab_vars: dict[str, Any], state: StateDir,
                 infra_dir: Path = INFRA_DIR) -> list[LayerPlan]:
     """Decide, per selected layer, whether it runs or why it is skipped. Pure: facts in, plan out."""
     out: list[LayerPlan] = []
-    c = facts.cluster
-    kubeconfig = state.kubeconfig
     for layer in layers:
+        reason, blocking = _state_reason(layer, facts, lab_vars, state)
         mod = module_for(layer, infra_dir)
-        if not facts.hosts_file:
-            out.append(LayerPlan(layer, False, f"no inventory ({state.hosts_file} missing): run labctl up", True))
-            continue
-        if not mod.exists():
-            out.append(LayerPlan(layer, False, f"no checks written for this layer yet ({mod.name} missing)"))
-            continue
-        if layer in NODE_LAYERS:
-            group = {"registry": "registry", "storage": "registry"}.get(layer)
-            if group and not facts.groups.get(group):
-                what = "the registry" if layer == "registry" else "the NFS export"
-                out.append(LayerPlan(layer, False, f"no registry node in lab.yml ({what} lives on it)"))
-                continue
-            wanted = facts.groups.get(group, []) if group else list(facts.ssh)
-            if wanted and not any(not facts.ssh.get(n) for n in wanted):
-                errs = "; ".join(facts.ssh.get(n, "") for n in wanted)
-                out.append(LayerPlan(layer, False, f"no node answers SSH ({errs}): is the lab up? labctl status", True))
-                continue
-            out.append(LayerPlan(layer, True))
-            continue
-        # the cluster layers
-        if not c.kubeconfig:
-            out.append(LayerPlan(layer, False, f"no cluster (provision stopped before kubeadm: {kubeconfig.name} "
-                                               f"not in {kubeconfig.parent})"))
-            continue
-        if not c.answers or (c.error and c.network is None):
-            out.append(LayerPlan(layer, False, f"the cluster does not answer: {c.error or c.server}", True))
-            continue
-        if layer in ("network", "workloads") and c.network is False:
-            out.append(LayerPlan(layer, False, "no pod network (flannel not installed: provision stopped before network)"))
-            continue
-        if layer == "addons":
-            if not _addons_enabled(lab_vars):
-                out.append(LayerPlan(layer, False, "no addons in lab.yml"))
-                continue
-            if c.addons is False:
-                out.append(LayerPlan(layer, False, "no addons installed (provision stopped before addons)"))
-                continue
-        out.append(LayerPlan(layer, True))
+        if not reason and not mod.exists():
+            reason = f"no checks written for this layer yet ({mod.name} missing)"
+        out.append(LayerPlan(layer, not reason, reason, blocking))
     return out
 
 
