@@ -58,6 +58,8 @@ NODE_INIT = """\
 # labctl-node-init: per-node SSH host keys (first boot) and the lab's authorized key.
 set -eu
 ssh-keygen -A
+# kubelet reads /dev/kmsg; a container that is not privileged has none (kind links the console)
+[ -e /dev/kmsg ] || ln -s /dev/console /dev/kmsg
 if [ -r /etc/labctl/authorized_keys ]; then
     install -d -m 0700 /root/.ssh
     install -m 0600 /etc/labctl/authorized_keys /root/.ssh/authorized_keys
@@ -68,7 +70,6 @@ NODE_INIT_UNIT = """\
 [Unit]
 Description=labctl node init: per-node SSH host keys, the lab's authorized key
 Before=ssh.service
-ConditionPathExists=/usr/sbin/sshd
 
 [Service]
 Type=oneshot
