@@ -29,7 +29,8 @@ def chk(layer="network", name="test_x", what="", expected="", found="", detail="
     (chk(layer="registry", what="push to registry:5000", found="unauthorized: authentication required"), CTX,
      "registry-401", ["htpasswd", "registry-password"]),
     (chk(layer="runtime", what="pull through containerd",
-         found="x509: certificate signed by unknown authority"), CTX, "x509-unknown-ca", ["trust store", "certs.d/registry:5000"]),
+         found="x509: certificate signed by unknown authority"), CTX, "x509-unknown-ca",
+     ["trust store", "certs.d/registry:5000"]),
     (chk(layer="registry", what="docker-registry service is running", expected="active", found="inactive"), CTX,
      "registry-down", ["systemctl status docker-registry", "5000/tcp"]),
     (chk(layer="runtime", what="containerd SystemdCgroup", expected="true", found="false"), CTX, "systemd-cgroup",
@@ -57,5 +58,6 @@ def test_unknown_failure_has_no_hint():
 
 def test_test_source_in_the_traceback_does_not_trigger_hints():
     """pytest's longrepr shows the test's code; only its `E` lines (the error) count."""
-    longrepr = "    def test_x(host):\n        # refuses anonymous access with 401 on the registry\n>       assert 1 == 2\nE       assert 1 == 2"
+    longrepr = ("    def test_x(host):\n        # refuses anonymous access with 401 on the registry\n"
+                ">       assert 1 == 2\nE       assert 1 == 2")
     assert rule_for(chk(layer="host", longrepr=longrepr), CTX) == ""

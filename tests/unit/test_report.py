@@ -6,10 +6,20 @@ import json
 from html.parser import HTMLParser
 from pathlib import Path
 
-from labctl.report import (Check, LayerResult, Report, checks_from_json, checks_from_junit, layer_result,
-                           parse_check_message, render_html, render_text)
+from labctl.report import (
+    Check,
+    LayerResult,
+    Report,
+    checks_from_json,
+    checks_from_junit,
+    layer_result,
+    parse_check_message,
+    render_html,
+    render_text,
+)
 
-MESSAGE = "_check.CheckFailed: docker-registry running\nexpected: active\nfound: inactive\nnode: registry\ndetail:\n$ systemctl is-active docker-registry\nrc=3"
+MESSAGE = ("_check.CheckFailed: docker-registry running\nexpected: active\nfound: inactive\nnode: registry\n"
+           "detail:\n$ systemctl is-active docker-registry\nrc=3")
 
 
 def test_parse_check_message():
@@ -26,10 +36,13 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="labctl-verify" errors="1" failures="1" skipped="1" tests="4">
 <testcase classname="test_registry" name="test_service[ansible://registry]" time="0.120">
  <properties><property name="node" value="registry"/></properties>
- <failure message="_check.CheckFailed: docker-registry running&#10;expected: active&#10;found: inactive">trace</failure></testcase>
+ <failure message="_check.CheckFailed: docker-registry running&#10;expected: active&#10;found: inactive"
+ >trace</failure></testcase>
 <testcase classname="test_registry" name="test_port[ansible://registry-5000]" time="0.050"/>
-<testcase classname="test_control_plane" name="test_nodes" time="0.010"><skipped message="Skipped: no kubectl">x</skipped></testcase>
-<testcase classname="test_runtime" name="test_x[ansible://node]" time="0.010"><error message="RuntimeError: ssh">boom</error></testcase>
+<testcase classname="test_control_plane" name="test_nodes" time="0.010">
+ <skipped message="Skipped: no kubectl">x</skipped></testcase>
+<testcase classname="test_runtime" name="test_x[ansible://node]" time="0.010">
+ <error message="RuntimeError: ssh">boom</error></testcase>
 </testsuite></testsuites>"""
 
 

@@ -17,7 +17,7 @@ from labctl.errors import UserError
 from labctl.phases import LAYERS
 from labctl.report import LayerResult, Report, checks_from_junit
 from labctl.state import StateDir
-from labctl.verify import (ClusterFacts, Facts, parse_selection, plan_layers, probe_cluster, pytest_argv, verify)
+from labctl.verify import ClusterFacts, Facts, parse_selection, plan_layers, probe_cluster, pytest_argv, verify
 from tests.unit.conftest import base_lab, run_labctl, write_lab
 
 
@@ -213,8 +213,8 @@ def test_runtime_ok(host):
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_real_run_report(tmp_path, workers):
     """The real driver on a local suite: results per layer, expected/found, hints, skips, JUnit."""
-    from labctl.inventory import write_inventory
     from labctl.config import parse_lab
+    from labctl.inventory import write_inventory
 
     lab_file = write_lab(tmp_path, base_lab())
     write_inventory(parse_lab(base_lab()), lab_file)
