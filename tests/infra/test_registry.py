@@ -1,0 +1,214 @@
+"""Layer `registry` (phase registry): the lab registry on the registry host (lab-reference §3).
+
+TLS from the lab CA with the right names, anonymous access refused, the generated
+password accepted, and a real round trip: an image made with `docker import` on the
+registry host is pushed over TLS with auth, pulled on every worker through containerd
+(`ctr` with the hosts directory), and is still there after the registry restarts.
+
+The password is read from the lab's state directory on the controller (or, on a worker,
+from containerd's own config) and never put in a command line testinfra logs or in a
+failure message.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import shlex
+import socket
+import ssl
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import testinfra
+import yaml
+from _check import check, expect, output
+
+testinfra_hosts = ["ansible://registry"]
+pytestmark = pytest.mark.xdist_group("registry")  # the round trip is ordered: push, pull, restart
+
+
+def _group_vars() -> dict:
+    inv = os.environ.get("LABCTL_INVENTORY")
+    gv = Path(inv).parent / "group_vars" / "all.yml" if inv else None
+    return (yaml.safe_load(gv.read_text()) or {}) if gv and gv.exists() else {}
+
+
+GV = _group_vars()
+NAME = GV.get("lab_registry_name", "")
+IP = GV.get("lab_registry_ip", "")
+PORT = int(GV.get("lab_registry_port", 5000))
+ADDRESS = GV.get("lab_registry_address", "")
+AUTH = bool(GV.get("lab_registry_auth"))
+USER = GV.get("lab_registry_user", "")
+SERVICE = "docker-registry"
+WORKERS = [n["name"] for n in GV.get("lab_nodes", []) if n["role"] == "worker"]
+K8S_NODES = [n["name"] for n in GV.get("lab_nodes", []) if n["role"] in ("control-plane", "worker")]
+# One image per run, so a pull can only succeed if this run's push did.
+TAG = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
+IMAGE = f"{ADDRESS}/labctl/verify:{TAG}"
+
+
+def _state() -> Path:
+    return Path(GV["lab_state_dir"])
+
+
+def _password() -> str:
+    return (_state() / "secrets" / "registry-password").read_text().strip()
+
+
+def _context() -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(_state() / "ca.crt"))
+
+
+def _get(path: str, auth: tuple[str, str] | None = None, accept: str = "") -> tuple[int, dict[str, str]]:
+    """GET https://<registry ip>:<port><path> from the controller, verified against the lab CA (IP SAN)."""
+    conn = http.client.HTTPSConnection(IP, PORT, context=_context(), timeout=10)
+    headers = {"Accept": accept} if accept else {}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    try:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+    finally:
+        conn.close()
+
+
+def _node(name: str):
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["LABCTL_INVENTORY"])
+
+
+def _journal(host) -> str:
+    return host.run(f"journalctl -u {SERVICE} -n 25 --no-pager -o cat").stdout
+
+
+def test_service_running(host):
+    svc = host.service(SERVICE)
+    check(svc.is_running and svc.is_enabled, f"{SERVICE} runs and starts at boot", expected="active, enabled",
+          found=host.run(f"systemctl is-active {SERVICE}; systemctl is-enabled {SERVICE}").stdout.split(),
+          detail=_journal(host))
+
+
+def test_storage_on_disk(host):
+    cfg = yaml.safe_load(host.file("/etc/docker/registry/config.yml").content_string)
+    root = cfg.get("storage", {}).get("filesystem", {}).get("rootdirectory")
+    expect(root, "/var/lib/docker-registry", "images are stored on disk in /var/lib/docker-registry")
+    d = host.file(root)
+    check(d.is_directory and d.user == "docker-registry", f"{root} is a directory the registry owns",
+          expected="directory owned by docker-registry", found=f"{'directory' if d.is_directory else 'missing'}"
+          f"{', owner ' + d.user if d.exists else ''}")
+
+
+@pytest.mark.parametrize("server_name", sorted({NAME, NAME.split(".")[0], IP}) if NAME else [])
+def test_tls_certificate(server_name):
+    """The certificate verifies against the lab CA for the name, the short name and the IP."""
+    try:
+        with socket.create_connection((IP, PORT), timeout=10) as sock, \
+                _context().wrap_socket(sock, server_hostname=server_name) as tls:
+            cert = tls.getpeercert()
+    except (ssl.SSLError, OSError) as err:
+        check(False, f"TLS to {IP}:{PORT} verifies as {server_name} with the lab CA", expected="a verified handshake",
+              found=str(err))
+        return
+    sans = sorted(v for _, v in cert.get("subjectAltName", ()))
+    check(server_name in sans, f"the certificate names {server_name}", expected=server_name, found=sans)
+
+
+def test_anonymous_refused():
+    status, headers = _get("/v2/")
+    expect(status, 401 if AUTH else 200, "GET /v2/ without credentials" + (" is refused" if AUTH else " answers"),
+           detail=json.dumps(headers, indent=1))
+    if AUTH:
+        check("basic" in headers.get("www-authenticate", "").lower(), "the registry asks for basic auth",
+              expected="WWW-Authenticate: Basic ...", found=headers.get("www-authenticate", "none"))
+
+
+def test_login_accepted():
+    if not AUTH:
+        pytest.skip("registry.auth is false in lab.yml: there is no login")
+    status, _ = _get("/v2/", auth=(USER, _password()))
+    expect(status, 200, f"GET /v2/ as {USER} with the generated password")
+
+
+def test_wrong_password_refused():
+    if not AUTH:
+        pytest.skip("registry.auth is false in lab.yml: there is no login")
+    status, _ = _get("/v2/", auth=(USER, "not-" + uuid.uuid4().hex))
+    expect(status, 401, f"GET /v2/ as {USER} with a wrong password is refused")
+
+
+@pytest.mark.parametrize("node", K8S_NODES)
+def test_node_trusts_registry(node):
+    """Every Kubernetes node reaches the registry by name over TLS with only its system trust store."""
+    out = _node(node).run(f"curl -sS -o /dev/null -w '%{{http_code}}' https://{ADDRESS}/v2/")
+    expect(out.stdout.strip(), "401" if AUTH else "200", f"curl https://{ADDRESS}/v2/ from {node} (system CA store)",
+           node=node, detail=output(out))
+
+
+def test_docker_logged_in(host):
+    if not AUTH:
+        pytest.skip("registry.auth is false in lab.yml: no login")
+    f = host.file("/root/.docker/config.json")
+    auths = json.loads(f.content_string).get("auths", {}) if f.exists else {}
+    check(ADDRESS in auths, f"docker on the registry host is logged in to {ADDRESS}", expected=ADDRESS,
+          found=sorted(auths))
+
+
+@pytest.fixture(scope="module")
+def pushed(host):
+    """Build a one-file image with `docker import` on the registry host and push it over TLS with auth."""
+    script = (
+        "set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; "
+        f"echo 'labctl verify {TAG}' > \"$d/hello.txt\"; tar -C \"$d\" -cf \"$d/rootfs.tar\" hello.txt; "
+        f"docker import \"$d/rootfs.tar\" {IMAGE}; docker push {IMAGE}; docker image rm {IMAGE} >/dev/null"
+    )
+    return host.run(f"sh -c {shlex.quote(script)}")
+
+
+def test_push(pushed, host):
+    expect(pushed.rc, 0, f"docker push {IMAGE} over TLS with auth", detail=output(pushed) + "\n" + _journal(host))
+
+
+def _pull_command() -> str:
+    # The password comes from containerd's own config.toml on the node (0600): it never
+    # appears in this command line, testinfra's log or a failure message.
+    user = f"--user \"{USER}:$(sed -n 's/^ *password = \"\\(.*\\)\"$/\\1/p' /etc/containerd/config.toml | head -1)\" " \
+        if AUTH else ""
+    return f"ctr -n k8s.io images pull --hosts-dir /etc/containerd/certs.d {user}{IMAGE}"
+
+
+@pytest.mark.parametrize("node", WORKERS)
+def test_pull_on_worker(pushed, node):
+    if pushed.rc != 0:
+        pytest.fail(f"nothing to pull: the push failed (see test_push)\n{output(pushed)}")
+    worker = _node(node)
+    out = worker.run(_pull_command())
+    expect(out.rc, 0, f"{node} pulls {IMAGE} through containerd (hosts dir, lab CA, credentials)",
+           node=node, detail=output(out))
+    worker.run(f"ctr -n k8s.io images rm {IMAGE}")
+
+
+def test_image_survives_restart(pushed, host):
+    if pushed.rc != 0:
+        pytest.fail(f"nothing to look for: the push failed (see test_push)\n{output(pushed)}")
+    restart = host.run(f"systemctl restart {SERVICE}")
+    expect(restart.rc, 0, f"systemctl restart {SERVICE}", detail=output(restart) + "\n" + _journal(host))
+    auth = (USER, _password()) if AUTH else None
+    status = 0
+    for _ in range(30):  # bounded: 30 x 1 s
+        try:
+            status, _ = _get("/v2/", auth=auth)
+        except OSError:
+            status = 0
+        if status == 200:
+            break
+        time.sleep(1)
+    expect(status, 200, f"{SERVICE} answers again after the restart", detail=_journal(host))
+    accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+    status, _ = _get(f"/v2/labctl/verify/manifests/{TAG}", auth=auth, accept=accept)
+    expect(status, 200, f"{IMAGE} is still in the registry after the restart", detail=_journal(host))
