@@ -214,7 +214,8 @@ class DockerProvider:
         sshkeys.authorized_keys_file(self.state)
         if todo:
             tag, built = image.build_image(self.rebuild_image, progress)
-            privileged = privileged_allowed(engine, tag)
+            forced = os.environ.get("LABCTL_DOCKER_PRIVILEGED")  # "0"/"1" overrides the detection
+            privileged = forced == "1" if forced in ("0", "1") else privileged_allowed(engine, tag)
             self._ensure_network()
             env = common.vagrant_env(self.lab_file, self.state, {
                 "LABCTL_NODE_IMAGE": tag,

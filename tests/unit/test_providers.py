@@ -7,6 +7,7 @@ container, no network, no state directory.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import socket
@@ -21,7 +22,25 @@ from labctl.providers import common, image
 from labctl.state import StateDir
 from tests.unit.conftest import REPO, base_lab, run_labctl, write_lab
 
-CIDR = os.environ.get("LABCTL_UT_CIDR", "192.168.62.0/24")
+
+def _free_cidr() -> str:
+    """LABCTL_UT_CIDR, else the first of a few /24s no docker network on this machine uses."""
+    if os.environ.get("LABCTL_UT_CIDR"):
+        return os.environ["LABCTL_UT_CIDR"]
+    candidates = ["192.168.62.0/24", "192.168.61.0/24", "10.231.62.0/24", "10.231.63.0/24", "10.231.64.0/24"]
+    if shutil.which("docker") is None:
+        return candidates[0]
+    try:
+        used = [net for nets in common.docker_networks().values() for net in nets]
+    except (OSError, subprocess.SubprocessError):
+        return candidates[0]
+    for c in candidates:
+        if not any(ipaddress.IPv4Network(c).overlaps(u) for u in used):
+            return c
+    return candidates[0]
+
+
+CIDR = _free_cidr()
 PREFIX = CIDR.rsplit(".", 1)[0]  # "192.168.62"
 needs_docker = pytest.mark.skipif(shutil.which("docker") is None, reason="docker is not installed")
 
