@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.integration.conftest import ContainerLab
+if TYPE_CHECKING:
+    from tests.integration.conftest import ContainerLab
 
 pytestmark = pytest.mark.integration
 
