@@ -82,29 +82,45 @@ def ensure_secrets(state: StateDir) -> None:
 
 
 class Redactor:
-    """Replace every secret value found in an event (in place) by "********"."""
+    """Replace every secret value found in an event (in place) by "********".
 
-    def __init__(self, values: list[str]) -> None:
+    Whole values, and for PEM keys each body line too (a key can show up cut in
+    lines). Lines that also occur in public material (certificates, CSRs, public
+    keys: a private key's PEM embeds its public key) are not needles, so a
+    certificate is never mistaken for a leak.
+    """
+
+    def __init__(self, values: list[str], public: list[str] | None = None) -> None:
+        public_text = "\n".join(public or [])
         needles: set[str] = set()
         for v in values:
             v = v.strip()
             if len(v) >= 6:
                 needles.add(v)
-            # a PEM key shows up line by line, too
-            needles.update(ln.strip() for ln in v.splitlines() if len(ln.strip()) >= 16 and "-----" not in ln)
+            needles.update(ln.strip() for ln in v.splitlines()
+                           if len(ln.strip()) >= 16 and "-----" not in ln and ln.strip() not in public_text)
         self.needles = sorted(needles, key=len, reverse=True)
 
     @classmethod
     def for_state(cls, state: StateDir) -> Redactor:
-        values = []
+        """Secrets: the files under secrets/ (CSRs excepted: public by design)."""
+        values, public = [], []
         if state.secrets_dir.is_dir():
             for p in sorted(state.secrets_dir.iterdir()):
-                if p.is_file():
-                    try:
-                        values.append(p.read_text())
-                    except (UnicodeDecodeError, OSError):
-                        continue
-        return cls(values)
+                if not p.is_file():
+                    continue
+                try:
+                    text = p.read_text()
+                except (UnicodeDecodeError, OSError):
+                    continue
+                (public if p.suffix == ".csr" else values).append(text)
+        for pattern in ("*.crt", "*.pem", "*.pub", "ssh/*.pub"):
+            for p in state.root.glob(pattern):
+                try:
+                    public.append(p.read_text())
+                except (UnicodeDecodeError, OSError):
+                    continue
+        return cls(values, public)
 
     def text(self, s: str) -> str:
         for n in self.needles:

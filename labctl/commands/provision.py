@@ -48,8 +48,8 @@ class LineRenderer:
 
     def __call__(self, progress, event: dict[str, Any], finished: list) -> None:
         for f in finished:
-            if f.kind != "task" or f.task is None:
-                continue
+            if f.kind != "task" or f.task is None or not f.task.hosts:
+                continue  # a handler nobody notified, a play with no hosts left
             c = f.task.counts()
             shown = " ".join(f"{k}={v}" for k, v in c.items() if v)
             print(f"[{_clock(time.monotonic() - self.t0)}] {_done_of(progress):>9} {f.task.name}: "

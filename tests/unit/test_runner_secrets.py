@@ -68,3 +68,20 @@ def test_real_run_leaves_the_secret_only_under_secrets(tmp_path: Path):
     assert secret not in r.stdout + r.stderr
     assert Path(result["tasks_path"]).read_text().splitlines()[0].split("\t") == [
         "phase", "play", "task", "host", "status", "changed", "seconds"]
+
+
+def test_public_key_material_is_not_a_needle(tmp_path: Path):
+    """A private key's PEM embeds its public key: lines shared with a certificate must not count as leaks."""
+    from labctl.state import StateDir
+
+    shared = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2"
+    private_only = "cHJpdmF0ZS1vbmx5LXByaXZhdGUtb25seS1wcml2YXRlLW9ubHktcHJpdmF0ZQ"
+    state = StateDir(write_lab(tmp_path, LOCAL_LAB), "sec-lab")
+    state.ensure()
+    (state.secrets_dir / "registry.key").write_text(
+        f"-----BEGIN PRIVATE KEY-----\n{private_only}\n{shared}\n-----END PRIVATE KEY-----\n")
+    (state.secrets_dir / "registry.csr").write_text(f"-----BEGIN CERTIFICATE REQUEST-----\n{shared}\n-----END")
+    (state.root / "registry.crt").write_text(f"-----BEGIN CERTIFICATE-----\n{shared}\n-----END CERTIFICATE-----\n")
+    needles = Redactor.for_state(state).needles
+    assert private_only in needles
+    assert shared not in needles
