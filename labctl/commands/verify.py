@@ -44,7 +44,8 @@ def add_parser(sub) -> None:
     p.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report here")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON here")
     p.add_argument("-n", "--workers", default="auto", metavar="N",
-                   help="pytest-xdist workers: a number, 'auto' (default: one per core) or 0 (no xdist)")
+                   help="pytest-xdist workers: a number, 0 (serial) or 'auto' (default: half the cores, at most 4; "
+                        "serial on 2 cores, where it measured faster)")
     p.add_argument("--slow", action="store_true", help="also run the slow waits (HPA scale-down after load)")
 
 
