@@ -35,6 +35,17 @@ def _any(*words: str) -> Callable[[str, Check, dict[str, Any]], bool]:
     return lambda hay, c, ctx: any(p.search(hay) for p in pats)
 
 
+def _found(*words: str) -> Callable[[str, Check, dict[str, Any]], bool]:
+    """A word occurs in what was FOUND (found, evidence, error), not in what was expected."""
+    pats = [re.compile(w) for w in words]
+
+    def match(hay: str, c: Check, ctx: dict[str, Any]) -> bool:
+        errors = "\n".join(line for line in c.longrepr.splitlines() if line.startswith("E "))
+        text = "\n".join((c.found, c.detail, c.message, errors)).lower()
+        return any(p.search(text) for p in pats)
+    return match
+
+
 def _both(a: Callable[..., bool], b: Callable[..., bool]) -> Callable[[str, Check, dict[str, Any]], bool]:
     return lambda hay, c, ctx: a(hay, c, ctx) and b(hay, c, ctx)
 
@@ -87,7 +98,7 @@ RULES: tuple[Rule, ...] = (
                          "re-run: labctl provision --phase host,runtime")),
     Rule("registry-401",
          _both(_any("registry", r":5000|docker-registry|htpasswd", "push", "pull"),
-               _any(r"\b401\b", "unauthorized", "authentication required", "no basic auth credentials")),
+               _found(r"\b401\b", "unauthorized", "authentication required", "no basic auth credentials")),
          lambda c, ctx: ("the registry refused the credentials: compare .labctl/<lab>/secrets/registry-password with "
                          "the htpasswd file the registry reads (its config.yml auth.htpasswd.path must be a FILE, "
                          "bcrypt); re-run labctl provision --phase registry,runtime to re-sync logins")),

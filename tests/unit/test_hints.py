@@ -61,3 +61,9 @@ def test_test_source_in_the_traceback_does_not_trigger_hints():
     longrepr = ("    def test_x(host):\n        # refuses anonymous access with 401 on the registry\n"
                 ">       assert 1 == 2\nE       assert 1 == 2")
     assert rule_for(chk(layer="host", longrepr=longrepr), CTX) == ""
+
+
+def test_expected_401_with_the_registry_down_is_not_a_password_problem():
+    c = chk(layer="registry", what="GET /v2/ without credentials is refused", expected="401",
+            found="URLError: [Errno 111] Connection refused")
+    assert rule_for(c, CTX) == "registry-down"
