@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -339,7 +340,7 @@ def attach_hints(layers: list[LayerResult], lab_vars: dict[str, Any]) -> None:
 
 def verify(lab_file: Path, lab_name: str, selection: str | None = None, workers: str = "auto",
            junit_out: Path | None = None, slow: bool = False, facts: Facts | None = None,
-           infra_dir: Path = INFRA_DIR) -> Report:
+           infra_dir: Path = INFRA_DIR, on_plan: Callable[[list[LayerPlan], str], None] | None = None) -> Report:
     """Plan, run what can run, and return the report (junit_out: keep pytest's JUnit XML there)."""
     t0 = time.time()
     layers, explicit = parse_selection(selection)
@@ -350,6 +351,8 @@ def verify(lab_file: Path, lab_name: str, selection: str | None = None, workers:
     facts = facts or gather_facts(state, layers)
     plan = plan_layers(layers, facts, lab_vars, state, infra_dir)
     runnable = [p.layer for p in plan if p.run]
+    if on_plan is not None:
+        on_plan(plan, workers)
     checks: list[Check] = []
     log_path = ""
     pytest_rc: int | None = None

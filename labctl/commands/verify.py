@@ -60,11 +60,19 @@ def run(args: argparse.Namespace) -> int:
     parse_selection(args.layer)  # bad --layer: exit 2 before anything runs
     lab = load(args)
     tty = sys.stdout.isatty()
-    if tty:
-        print(f"verifying lab {lab.name} ...", file=sys.stderr)
+
+    def on_plan(plan, workers: str) -> None:
+        run = [p.layer for p in plan if p.run]
+        how = "serial" if workers == "0" else f"{workers} workers"
+        if run:
+            print(f"verify {lab.name}: checking {', '.join(run)} ({how})", file=sys.stderr, flush=True)
+        for p in plan:
+            if not p.run:
+                print(f"verify {lab.name}: skipping {p.layer}: {p.reason}", file=sys.stderr, flush=True)
     suites = os.environ.get("LABCTL_VERIFY_SUITES")  # another tests/infra (development of the suites)
     extra = {"infra_dir": Path(suites).resolve()} if suites else {}
-    report = verify(args.lab, lab.name, args.layer, str(args.workers), junit_out=args.junit, slow=args.slow, **extra)
+    report = verify(args.lab, lab.name, args.layer, str(args.workers), junit_out=args.junit, slow=args.slow,
+                    on_plan=on_plan, **extra)
     if tty:
         from rich.console import Console
 
