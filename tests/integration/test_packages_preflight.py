@@ -105,3 +105,27 @@ def test_missing_packages_dir_content_is_reported(tmp_path: Path, offline_node: 
     assert result.rc != 0
     msg = _failure_message(result)
     assert f"kubernetes.packages_dir {pkgs} holds no kubelet, kubeadm package(s) for 1.37.0" in msg
+
+
+def _pkgs_k8s_io_reachable() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("pkgs.k8s.io", 443), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_provisioning_the_container_lab_stops_at_the_packages_phase(container_lab):
+    """The whole container lab: host, runtime, registry and nfs are done, then one clear stop."""
+    if _pkgs_k8s_io_reachable():
+        pytest.skip("pkgs.k8s.io answers from this machine: this test proves the offline stop")
+    res = container_lab.run("provision", "--until", "packages", "--no-progress", timeout=1800)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out[-3000:]
+    assert "FAILED in packages / Stop when the package source does not answer" in out
+    assert "https://pkgs.k8s.io/core:/stable:/v1.37/deb/ is unreachable from master, node" in out
+    for node in ("master", "node"):
+        assert f"{node}: host ready, runtime ready, registry ready" in out, out[-3000:]
+    assert "set kubernetes.packages_dir in lab.yml" in out
