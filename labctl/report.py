@@ -274,8 +274,8 @@ def rich_renderables(report: Report) -> list[Any]:
     for col in ("layer", "status", "checks", "why"):
         layers.add_column(col)
     for lr in report.layers:
-        layers.add_row(lr.layer, Text(_status_word(lr, report.explicit), style=colour.get(lr.status, "")),
-                       _counts(lr), lr.reason)
+        layers.add_row(Text(lr.layer), Text(_status_word(lr, report.explicit), style=colour.get(lr.status, "")),
+                       Text(_counts(lr)), Text(lr.reason))
     out: list[Any] = [layers]
     failures = [c for lr in report.layers for c in lr.failures]
     if failures:
@@ -284,7 +284,8 @@ def rich_renderables(report: Report) -> list[Any]:
             ft.add_column(col, overflow="fold")
         for c in failures:
             found = c.found or (c.message.splitlines()[0][:300] if c.message else "")
-            ft.add_row(c.layer, c.node or "-", c.title, c.expected, Text(found, style="red"), c.hint)
+            ft.add_row(Text(c.layer), Text(c.node or "-"), Text(c.title), Text(c.expected), Text(found, style="red"),
+                       Text(c.hint))
         out.append(ft)
     skipped = [c for lr in report.layers if lr.status != "skipped" for c in lr.skipped_checks]
     if skipped:
@@ -292,7 +293,7 @@ def rich_renderables(report: Report) -> list[Any]:
         for col in ("layer", "node", "check", "why"):
             st.add_column(col, overflow="fold")
         for c in skipped:
-            st.add_row(c.layer, c.node or "-", c.title, c.message)
+            st.add_row(Text(c.layer), Text(c.node or "-"), Text(c.title), Text(c.message))
         out.append(st)
     out.append(Text(summary_line(report), style="bold green" if report.ok else "bold red"))
     if report.log:

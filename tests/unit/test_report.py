@@ -127,3 +127,20 @@ def test_render_html_is_self_contained_and_structured():
     assert not [t for t, a in tags if t in ("script", "link", "img", "iframe")]
     assert not [a for t, a in tags if any(str(v).startswith(("http:", "https:", "//")) for v in a.values())]
     assert ("span", {"class": "verdict bad", "id": "verdict"}) in tags
+
+
+def test_rich_view_takes_brackets_literally():
+    """Check titles carry parametrize ids like [/etc/passwd]: rich must not read them as markup."""
+    from rich.console import Console
+
+    from labctl.report import rich_renderables
+
+    report = _report()
+    report.layers[1].checks[0].what = ""
+    report.layers[1].checks[0].params = "/etc/[x]"
+    report.layers[1].checks[0].found = "[/bold] ['inactive', 'enabled']"
+    console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    for part in rich_renderables(report):
+        console.print(part)
+    text = console.export_text()
+    assert "up [/etc/[x]]" in text and "[/bold] ['inactive', 'enabled']" in text
