@@ -95,6 +95,35 @@ class LiveView:
             return t
 
 
+def diff_text(event: dict[str, Any]) -> str | None:
+    """With --diff: a unified diff of a changed result's `diff` (event data is already redacted)."""
+    import difflib
+
+    if event.get("event") != "runner_on_ok":
+        return None
+    data = event.get("event_data") or {}
+    res = data.get("res") or {}
+    if not isinstance(res, dict) or not res.get("changed") or not res.get("diff"):
+        return None
+    diffs = res["diff"] if isinstance(res["diff"], list) else [res["diff"]]
+    out: list[str] = []
+    for d in diffs:
+        if not isinstance(d, dict):
+            continue
+        if d.get("prepared"):
+            out.append(str(d["prepared"]).rstrip("\n"))
+            continue
+        before, after = d.get("before", ""), d.get("after", "")
+        if not isinstance(before, str) or not isinstance(after, str):
+            before, after = json.dumps(before, indent=1, default=str), json.dumps(after, indent=1, default=str)
+        out += [ln.rstrip("\n") for ln in difflib.unified_diff(
+            before.splitlines(keepends=True), after.splitlines(keepends=True),
+            fromfile=f"before: {d.get('before_header', '')}", tofile=f"after: {d.get('after_header', '')}")]
+    if not out:
+        return None
+    return f"--- {data.get('host')}: {data.get('task')}\n" + "\n".join(out)
+
+
 def _recap_lines(result) -> list[str]:
     lines = []
     width = max((len(h) for h in result.recap), default=4)
@@ -132,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         line = LineRenderer(out, t0)
 
         def on_event(progress, event, finished) -> None:
+            if args.diff and (text := diff_text(event)):
+                holder["live"].console.print(text, markup=False, highlight=False)
             view = holder.get("view")
             if view is None:
                 view = holder["view"] = LiveView(progress, lab.name, t0)
@@ -145,7 +176,14 @@ def run(args: argparse.Namespace) -> int:
             holder["live"] = live
             result = provision(lab, args.lab, opts, on_event=on_event)
     else:
-        result = provision(lab, args.lab, opts, on_event=LineRenderer(out, t0))
+        lines = LineRenderer(out, t0)
+
+        def on_event_lines(progress, event, finished) -> None:
+            if args.diff and (text := diff_text(event)):
+                print(text, file=out, flush=True)
+            lines(progress, event, finished)
+
+        result = provision(lab, args.lab, opts, on_event=on_event_lines)
 
     for note in result.notes:
         print(f"note: {note}", file=out)

@@ -114,3 +114,34 @@ def test_unreachable_and_failed_hosts_in_the_model():
     assert p.hosts["h3-cp1"].failed
     assert p.recap()["h3-w1"]["rescued"] == 1
     assert p.recap()["h3-reg"]["unreachable"] == 1
+
+
+def test_line_renderer_prints_one_line_per_finished_task_and_phase():
+    import io
+
+    from labctl.commands.provision import LineRenderer
+
+    out = io.StringIO()
+    render = LineRenderer(out, t0=0.0)
+    p = Progress(phases=["host", "runtime"], play_phases=TOY_PLAYS, planned=18)
+    for ev in events("toy-first"):
+        render(p, ev, p.feed(ev))
+    lines = out.getvalue().splitlines()
+    assert [ln.split("] ", 1)[1] for ln in lines if "phase" in ln] == ["phase 1/2: host", "phase 2/2: runtime"]
+    tasks = [ln for ln in lines if "phase" not in ln]
+    assert len(tasks) == 6
+    assert tasks[1].split("] ", 1)[1].strip().startswith("6/18 Write a marker file: ok=3 changed=3 (")
+    assert "Skip on every host: skipped=3" in tasks[2]
+
+
+def test_diff_text_renders_a_unified_diff_of_a_changed_result():
+    from labctl.commands.provision import diff_text
+
+    ev = {"event": "runner_on_ok", "event_data": {"host": "n1", "task": "Write config", "res": {
+        "changed": True, "diff": [{"before_header": "/etc/x", "after_header": "/etc/x",
+                                   "before": "a\nb\n", "after": "a\nc\n"}]}}}
+    text = diff_text(ev)
+    assert text.splitlines()[0] == "--- n1: Write config"
+    assert "-b" in text.splitlines() and "+c" in text.splitlines()
+    ev["event_data"]["res"]["changed"] = False
+    assert diff_text(ev) is None
