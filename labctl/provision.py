@@ -122,6 +122,20 @@ class Redactor:
                     continue
         return cls(values, public)
 
+    def scrub_file(self, path: Path) -> bool:
+        """Redact a file in place (after a run, with every secret the run created); True if it changed."""
+        try:
+            text = path.read_text()
+        except (UnicodeDecodeError, OSError):
+            return False
+        new = self.text(text)
+        if new == text:
+            return False
+        mode = path.stat().st_mode & 0o777
+        path.write_text(new)
+        os.chmod(path, mode)
+        return True
+
     def text(self, s: str) -> str:
         for n in self.needles:
             if n in s:
@@ -150,6 +164,29 @@ class Redactor:
 
 
 # -- playbooks and phases ------------------------------------------------------------------
+class StateRedactor:
+    """A Redactor that learns secrets the run itself creates (the pki role writes secrets/ca.key):
+    it reloads when the secrets/ directory changes (one stat per event)."""
+
+    def __init__(self, state: StateDir) -> None:
+        self.state = state
+        self._mtime = self._stamp()
+        self.current = Redactor.for_state(state)
+
+    def _stamp(self) -> float:
+        try:
+            return self.state.secrets_dir.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def __call__(self, obj: Any) -> Any:
+        stamp = self._stamp()
+        if stamp != self._mtime:
+            self._mtime = stamp
+            self.current = Redactor.for_state(self.state)
+        return self.current(obj)
+
+
 def _imports(playbook: Path) -> list[Path]:
     doc = yaml.safe_load(playbook.read_text()) or []
     out = []
@@ -369,7 +406,7 @@ def provision(lab: Lab, lab_file: Path, opts: ProvisionOptions,
     forks = opts.forks or default_forks(lab, nodes)
     key = _plan_key(opts, book)
     progress = Progress(phases=opts.phases, play_phases=phases_map, planned=load_plan(state, key))
-    redact = Redactor.for_state(state)
+    redact = StateRedactor(state)
 
     stamp = _stamp()
     log_path = state.logs_dir / f"provision-{stamp}.jsonl"
@@ -400,6 +437,11 @@ def provision(lab: Lab, lab_file: Path, opts: ProvisionOptions,
     finally:
         log.close()
     wall = time.monotonic() - t0
+    # secrets created during the run (ca.key, ...) may postdate some events: scrub once more with all of them
+    final = Redactor.for_state(state)
+    for path in [log_path, *(result.artifact_dir.rglob("*") if result.artifact_dir else [])]:
+        if path.is_file():
+            final.scrub_file(path)
     write_task_times(progress, tasks_path)
     recap = progress.recap()
     failures = collect(events, phases_map, recap)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 from labctl.provision import REDACTED, Redactor
@@ -85,3 +87,22 @@ def test_public_key_material_is_not_a_needle(tmp_path: Path):
     needles = Redactor.for_state(state).needles
     assert private_only in needles
     assert shared not in needles
+
+
+def test_secrets_created_during_a_run_are_learned_and_scrubbed(tmp_path: Path):
+    from labctl.provision import StateRedactor
+    from labctl.state import StateDir
+
+    state = StateDir(write_lab(tmp_path, LOCAL_LAB), "sec-lab")
+    state.ensure()
+    redact = StateRedactor(state)
+    ev = {"stdout": "token=late-secret-value-123"}
+    assert redact(dict(ev)) == ev  # not a secret yet
+    (state.secrets_dir / "join-token").write_text("late-secret-value-123")
+    os.utime(state.secrets_dir, (time.time() + 5, time.time() + 5))  # coarse mtime clocks
+    assert redact(dict(ev)) == {"stdout": f"token={REDACTED}"}
+    log = state.logs_dir / "x.jsonl"
+    log.write_text('{"stdout": "late-secret-value-123"}\n')
+    os.chmod(log, 0o600)
+    assert Redactor.for_state(state).scrub_file(log)
+    assert "late-secret" not in log.read_text() and log.stat().st_mode & 0o777 == 0o600
