@@ -403,6 +403,9 @@ def provision(lab: Lab, lab_file: Path, opts: ProvisionOptions,
     entry, notes = entry_playbook(state, book, opts.phases)
     phases_map = play_phases(entry)
     tags = None if list(opts.phases) == list(PHASES) else ",".join(opts.phases)
+    # roles' argument-spec validation is tagged `always`: without skip-tags every role of every
+    # phase would validate (and plays would start) even under --tags host
+    skip_tags = ",".join(p for p in PHASES if p not in opts.phases) or None
     forks = opts.forks or default_forks(lab, nodes)
     key = _plan_key(opts, book)
     progress = Progress(phases=opts.phases, play_phases=phases_map, planned=load_plan(state, key))
@@ -431,7 +434,8 @@ def provision(lab: Lab, lab_file: Path, opts: ProvisionOptions,
 
     t0 = time.monotonic()
     try:
-        result = run_playbook(state, str(entry), hosts_file, tags=tags, limit=opts.limit, check=opts.check,
+        result = run_playbook(state, str(entry), hosts_file, tags=tags, skip_tags=skip_tags, limit=opts.limit,
+                              check=opts.check,
                               diff=opts.diff, event_handler=handler, keep_events=False, forks=forks,
                               redact=redact)
     finally:

@@ -112,6 +112,7 @@ def run_playbook(
     forks: int = 5,
     tuned: bool = True,
     redact: Callable[[Any], Any] | None = None,
+    skip_tags: str | None = None,
 ) -> RunResult:
     """Run playbooks/<playbook> (or an absolute path) with ansible-runner.
 
@@ -158,6 +159,7 @@ def run_playbook(
         inventory=str(inventory),
         extravars=extravars or {},
         tags=tags,
+        skip_tags=skip_tags,
         limit=limit,
         forks=forks,
         cmdline=" ".join(cmdline) or None,
