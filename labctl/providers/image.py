@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -245,8 +246,10 @@ def _stage(r: dict[str, object], where: Path) -> None:
 
 
 def _pump(proc: subprocess.Popen, on_line: Callable[[str], None], tail: list[str], deadline: float) -> None:
-    assert proc.stderr is not None
-    for raw in proc.stderr:
+    """Pass the builder's progress lines (its stderr, or its stdout when stdout is not the tar) on."""
+    stream = proc.stderr if proc.stderr is not None else proc.stdout
+    assert stream is not None
+    for raw in stream:
         line = raw.decode(errors="replace").rstrip()
         if line:
             tail.append(line)
@@ -265,6 +268,9 @@ def build_image(rebuild: bool = False, on_line: Callable[[str], None] = lambda _
     if not rebuild and image_exists(tag):
         return tag, False
     tool = "mmdebstrap" if shutil.which("mmdebstrap") else "debootstrap" if shutil.which("debootstrap") else None
+    forced = os.environ.get("LABCTL_BOOTSTRAP")  # "mmdebstrap" or "debootstrap": use that one
+    if forced in ("mmdebstrap", "debootstrap"):
+        tool = forced if shutil.which(forced) else None
     if tool is None:
         raise UserError("building the node image needs mmdebstrap or debootstrap: apt-get install -y mmdebstrap")
     if shutil.which("tar") is None:
@@ -301,8 +307,8 @@ def build_image(rebuild: bool = False, on_line: Callable[[str], None] = lambda _
             boot = subprocess.Popen(
                 ["debootstrap", "--variant=minbase", f"--include={include}", "--components=main",
                  SUITE, str(rootfs), str(r["mirror"])],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            # debootstrap writes progress to stdout; its stderr carries errors only
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            # debootstrap writes its progress (I: Retrieving ...) to stdout and errors to stderr
             _pump(boot, on_line, tail, deadline)
             rc = boot.wait()
             if rc == 0:

@@ -55,6 +55,15 @@ def test_every_node_answers_ssh_with_the_lab_key(container_lab: ContainerLab) ->
     assert len(host_keys) == len(container_lab.nodes), "nodes share SSH host keys"
 
 
+def test_node_image_has_no_host_keys(container_lab: ContainerLab) -> None:
+    """Host keys are made per node at first boot; the image every node starts from has none."""
+    image = docker("inspect", "--format", "{{.Image}}", container_lab.container(container_lab.nodes[0]["name"])).stdout
+    res = docker("run", "--rm", "--network", "none", "--entrypoint", "sh", image.strip(), "-c",
+                 "ls /etc/ssh/ | grep -c ssh_host_ || true")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "0"
+
+
 def test_plain_ssh_with_strict_host_key_checking(container_lab: ContainerLab) -> None:
     """What Ansible does: plain ssh, the lab key, the lab's known_hosts, StrictHostKeyChecking=yes."""
     ssh_dir = container_lab.state_dir / "ssh"
