@@ -301,8 +301,7 @@ def pytest_argv(modules: list[Path], hosts_file: Path, junit: Path, workers: str
             "-q", "-rfEs", "--color=no", "--tb=short"]
     if workers not in ("0", "1"):
         argv += ["-n", workers, "--dist", "loadgroup"]
-    else:
-        argv += ["-p", "no:xdist"]
+    # serial: xdist stays loaded (it registers the xdist_group mark the suites use) and runs nothing
     return argv
 
 
@@ -364,7 +363,7 @@ def verify(lab_file: Path, lab_name: str, selection: str | None = None, workers:
         work = Path(tempfile.mkdtemp(prefix="verify-", dir=state.root / "tmp"))
         results, junit = work / "results.json", work / "junit.xml"
         argv = pytest_argv([module_for(layer, infra_dir) for layer in runnable], state.hosts_file, junit, workers)
-        with open(log, "w") as fh:
+        with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
             fh.write("$ " + " ".join(argv) + "\n")
             fh.flush()
             try:

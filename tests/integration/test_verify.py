@@ -118,6 +118,7 @@ def test_registry_stopped_is_reported_then_green_again(provisioned: ContainerLab
     try:
         page = tmp_path / "fault.html"
         res, report = verify(provisioned, tmp_path, "--layer", "registry", "--html", str(page))
+        print("\n" + res.stdout)
         assert res.returncode == 1, explain(res)
         failures = [c for c in layers(report)["registry"]["checks"] if c["outcome"] in ("failed", "error")]
         assert failures, explain(res)

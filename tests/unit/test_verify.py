@@ -150,7 +150,7 @@ def test_pytest_argv_uses_the_inventory_plugin_and_xdist(tmp_path):
     assert argv[argv.index("-n") + 1] == "auto" and "loadgroup" in argv and "no:cacheprovider" in argv
     assert "--force-ansible" not in argv
     serial = pytest_argv([tmp_path / "test_host.py"], tmp_path / "hosts.yml", tmp_path / "j.xml", "0")
-    assert "-n" not in serial and "no:xdist" in serial
+    assert "-n" not in serial and "no:xdist" not in serial  # xdist registers the xdist_group mark
 
 
 @pytest.mark.parametrize("layers, explicit, code", [
@@ -194,6 +194,7 @@ SUITE_RUNTIME = '''
 import pytest
 
 testinfra_hosts = ["local://"]
+pytestmark = pytest.mark.xdist_group("runtime")
 
 
 @pytest.fixture
@@ -245,7 +246,9 @@ def test_real_run_report(tmp_path, workers):
     # the JUnit file is pytest's, with the expected/found properties
     junit_checks = {c.nodeid.split("::")[-1]: c for c in checks_from_junit(junit)}
     assert junit_checks["test_swap_is_off[local]"].found == "/swapfile 1G"
-    assert Path(report.log).read_text().count("passed") >= 1
+    log = Path(report.log)
+    assert log.read_text().count("passed") >= 1 and log.stat().st_mode & 0o777 == 0o600
+    assert "PytestUnknownMarkWarning" not in log.read_text()
 
 
 def test_cli_refuses_unknown_layer(tmp_path):
