@@ -167,6 +167,9 @@ class Progress:
 
     def _enter_phase(self, phase: str | None) -> list[Finished]:
         out: list[Finished] = []
+        if phase is not None and self.phases and phase not in self.phases:
+            # a play of a phase not selected: site.yml starts it, --tags/--skip-tags leave it empty
+            return out
         if phase == self.phase:
             return out
         if self.phase is not None and self.phase not in self.phases_done:

@@ -145,3 +145,14 @@ def test_diff_text_renders_a_unified_diff_of_a_changed_result():
     assert "-b" in text.splitlines() and "+c" in text.splitlines()
     ev["event_data"]["res"]["changed"] = False
     assert diff_text(ev) is None
+
+
+def test_plays_of_phases_not_selected_do_not_move_the_phase():
+    """site.yml starts every play; with --tags the plays of other phases are empty and must not count."""
+    p = Progress(phases=["host"], play_phases=TOY_PLAYS)
+    finished = []
+    for ev in events("toy-first"):
+        finished += p.feed(ev)
+        if ev["event"] == "playbook_on_play_start":
+            assert p.phase == "host" and p.phase_position() == (1, 1)
+    assert [f.phase for f in finished if f.kind == "phase"] == ["host"]
