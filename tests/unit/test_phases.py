@@ -110,3 +110,20 @@ def test_cli_lab_not_up_says_run_labctl_up_first(tmp_path: Path):
     r = run_labctl("provision", "--lab", str(lab), "--phase", "host", cwd=tmp_path)
     assert r.returncode == 2
     assert "run `labctl up` first" in r.stderr
+
+
+def test_cli_nodes_down_are_named_before_ansible_starts(tmp_path: Path):
+    data = base_lab()
+    data["network"]["cidr"] = "192.0.2.0/24"  # TEST-NET-1: nothing answers there
+    for i, n in enumerate(data["nodes"]):
+        n["ip"] = f"192.0.2.{10 + i}"
+    lab = write_lab(tmp_path, data)
+    ssh = tmp_path / ".labctl" / "k8s-lab" / "ssh"
+    ssh.mkdir(parents=True)
+    (ssh / "known_hosts").write_text("192.0.2.10 ssh-ed25519 AAAA\n")
+    (ssh / "id_ed25519").write_text("not a key\n")
+    r = run_labctl("provision", "--lab", str(lab), "--limit", "node", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "not answering on ssh (port 22): node (192.0.2.11)" in r.stderr
+    assert "master" not in r.stderr.split("not answering", 1)[1]  # --limit: only the selected node is checked
+    assert not list((tmp_path / ".labctl" / "k8s-lab" / "logs").glob("provision-*"))
