@@ -14,6 +14,9 @@ def add_parser(sub) -> None:
                     "labctl up --lab lab.yml", run)
     p.add_argument("--rebuild-image", action="store_true",
                    help="provider docker: rebuild the node image even if it is cached")
+    p.add_argument("--node-image", choices=["prepared", "plain"], default="prepared",
+                   help="provider docker: nodes from the image with the roles' packages already installed "
+                        "(prepared, default: a first provision skips most of dpkg) or the bare Debian image (plain)")
     p.add_argument("--vm-provider", choices=["virtualbox", "libvirt"],
                    default=os.environ.get("LABCTL_VM_PROVIDER") or None,
                    help="provider vagrant: the hypervisor (default: $LABCTL_VM_PROVIDER or virtualbox)")
@@ -26,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from labctl.providers import get_provider
 
     lab = load(args)
-    provider = get_provider(lab, args.lab, rebuild_image=args.rebuild_image, vm_provider=args.vm_provider)
+    provider = get_provider(lab, args.lab, rebuild_image=args.rebuild_image, vm_provider=args.vm_provider,
+                            node_image=args.node_image)
     console = Console(stderr=True)
     start = time.monotonic()
     with console.status("checking the lab", spinner="dots") as status:

@@ -48,11 +48,12 @@ class Provider(Protocol):
     def ssh_target(self, node_name: str) -> SshTarget: ...
 
 
-def get_provider(lab: Lab, lab_file: Path, *, rebuild_image: bool = False, vm_provider: str | None = None) -> Provider:
+def get_provider(lab: Lab, lab_file: Path, *, rebuild_image: bool = False, vm_provider: str | None = None,
+                 node_image: str = "prepared") -> Provider:
     if lab.provider == "docker":
         from labctl.providers.docker import DockerProvider
 
-        return DockerProvider(lab, lab_file, rebuild_image=rebuild_image)
+        return DockerProvider(lab, lab_file, rebuild_image=rebuild_image, node_image=node_image)
     if lab.provider == "vagrant":
         from labctl.providers.vagrant import VagrantProvider
 

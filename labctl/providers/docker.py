@@ -84,11 +84,12 @@ def privileged_allowed(engine_id: str, tag: str) -> bool:
 
 
 class DockerProvider:
-    def __init__(self, lab: Lab, lab_file: Path, rebuild_image: bool = False):
+    def __init__(self, lab: Lab, lab_file: Path, rebuild_image: bool = False, node_image: str = image.DEFAULT_KIND):
         self.lab = lab
         self.lab_file = lab_file
         self.state = StateDir(lab_file, lab.name)
         self.rebuild_image = rebuild_image
+        self.node_image = node_image  # prepared | plain (providers/image.py)
         self.network = f"{lab.name}-net"
 
     # -- names and live state --------------------------------------------------
@@ -213,7 +214,7 @@ class DockerProvider:
         sshkeys.ensure_keypair(self.state)
         sshkeys.authorized_keys_file(self.state)
         if todo:
-            tag, built = image.build_image(self.rebuild_image, progress)
+            tag, built = image.node_image(self.node_image, self.rebuild_image, progress)
             forced = os.environ.get("LABCTL_DOCKER_PRIVILEGED")  # "0"/"1" overrides the detection
             privileged = forced == "1" if forced in ("0", "1") else privileged_allowed(engine, tag)
             self._ensure_network()
@@ -228,7 +229,7 @@ class DockerProvider:
             except RunFailed as exc:
                 raise RunFailed(f"{exc}\n(nodes: {', '.join(n.name for n in todo)})") from None
         elif self.rebuild_image:
-            image.build_image(True, progress)
+            image.node_image(self.node_image, True, progress)
         for n in self.lab.nodes:
             if n in todo or not sshkeys.has_host(self.state, str(n.ip)):
                 self._record_host_key(n)

@@ -15,6 +15,17 @@ The image holds NO SSH host keys and NO authorized key:
 
 The image is tagged `labctl/node:debian12-<hash>` where <hash> covers the whole recipe,
 so a changed recipe builds a new image; `labctl/node:debian12` points at the newest.
+
+The PREPARED image (`labctl/node:debian12-prepared-<hash>`, the default of `labctl up`) is the
+plain image plus the Debian packages the host/runtime/registry/nfs roles install, read from
+the roles' own vars/Debian.yml (one list), installed the way the roles install them (base
+without recommends, the others with). Like kind's node image: most of a first provision is
+dpkg, so it is done once per versions set (<hash> covers the plain image's tag, the package
+lists and the script) and cached. Nothing it adds runs at boot that the roles start
+themselves (containerd, docker, docker-registry, nfs-server are installed but disabled): a
+first provision still renders every config, enables and starts the services, and reports
+changed; workers do not run a dockerd the plain path would not give them. The plain image
+stays for what must exercise a first install (`labctl up --node-image plain`).
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from labctl.errors import RunFailed, UserError
+from labctl.state import REPO_ROOT
 
 REPO = "labctl/node"
 FLAVOUR = "debian12"
@@ -130,6 +142,54 @@ chmod 0644 "$root"/etc/apt/sources.list.d/*
 rm -f "$root/var/lib/dbus/machine-id" "$root/etc/hostname"
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/log/*.log
 """
+
+
+# The prepared image: where its package lists come from -- (role, variable in vars/Debian.yml,
+# install recommends?) -- installed the way the roles install them: base with
+# install_recommends false, the others through ansible.builtin.package (apt's default).
+# Not in it: firewalld (only `host.firewall: ports`; Debian starts it on install, and a
+# firewalld started in a container flushes Docker's DNS rules before the role's drop-in
+# exists), systemd-timesyncd (VMs only), ipvsadm/ipset (only `proxy_mode: ipvs`).
+PREPARED_SOURCES = (
+    ("base", "base_os_packages", False),
+    ("containerd", "containerd_os_packages", True),
+    ("docker", "docker_os_packages", True),
+    ("registry", "registry_os_packages", True),
+    ("nfs", "nfs_server_packages", True),
+    ("nfs", "nfs_client_packages", True),
+)
+# Enabled by those packages, disabled in the image: the roles enable and start the first
+# four on the nodes that need them (so a first run still reports them changed, and a worker
+# gets no dockerd/registry); nfs-server and nfs-blkmap cannot run in a container (no nfsd,
+# no rpc_pipefs) and would leave every node `degraded` at boot.
+PREPARED_DISABLED = (
+    "containerd.service", "docker.service", "docker.socket", "docker-registry.service",
+    "nfs-server.service", "nfs-blkmap.service",
+)
+# Mounts nfs-common's units pull in that fail in a container (rpc_pipefs needs the host kernel's sunrpc).
+PREPARED_MASKED = ("run-rpc_pipefs.mount", "proc-fs-nfsd.mount")
+
+# Runs in a container of the plain image (no systemd inside: nothing starts), then committed.
+PREPARE = """\
+set -eu
+export DEBIAN_FRONTEND=noninteractive
+# belt and braces: no service starts from a maintainer script while the image is made
+printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d
+chmod 0755 /usr/sbin/policy-rc.d
+apt-get update -q
+apt-get install -y -q --no-install-recommends $LABCTL_NORECOMMENDS
+apt-get install -y -q $LABCTL_PACKAGES
+systemctl disable $LABCTL_DISABLED
+systemctl mask $LABCTL_MASKED
+rm -f /usr/sbin/policy-rc.d /etc/ssh/ssh_host_*
+apt-get clean
+rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/*.log /var/log/apt/*
+: > /etc/machine-id
+rm -f /var/lib/dbus/machine-id
+"""
+
+KINDS = ("prepared", "plain")
+DEFAULT_KIND = "prepared"
 
 
 # ---------------------------------------------------------------------------
@@ -333,7 +393,7 @@ def build_image(rebuild: bool = False, on_line: Callable[[str], None] = lambda _
         if rc != 0 or imp is None:
             raise RunFailed(f"{tool} failed (exit {rc}) building the node image:\n" + "\n".join(tail[-15:]))
     subprocess.run(["docker", "tag", tag, f"{REPO}:{FLAVOUR}"], capture_output=True, timeout=30, check=False)
-    _remove_outdated(tag, old_id)
+    _remove_outdated(tag, old_id, PLAIN_TAG)
     on_line(f"built {tag}")
     return tag, True
 
@@ -344,12 +404,122 @@ def _image_id(ref: str) -> str:
     return res.stdout.strip() if res.returncode == 0 else ""
 
 
-def _remove_outdated(tag: str, old_id: str) -> None:
-    """Drop the images of older recipes and the one a rebuild replaced (kept while a node uses it)."""
+PLAIN_TAG = re.compile(rf"^{re.escape(REPO)}:{FLAVOUR}-[0-9a-f]{{12}}$")
+PREPARED_TAG = re.compile(rf"^{re.escape(REPO)}:{FLAVOUR}-prepared-[0-9a-f]{{12}}$")
+
+
+def _remove_outdated(tag: str, old_id: str, kind: re.Pattern[str]) -> None:
+    """Drop the images of older recipes of this kind and the one a rebuild replaced.
+
+    `docker rmi` without -f: an image a node (or the prepared image) still uses is kept.
+    """
     res = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", REPO],
                          capture_output=True, text=True, timeout=30)
-    stale = [ref for ref in res.stdout.split() if ref.startswith(f"{REPO}:{FLAVOUR}-") and ref != tag]
+    stale = [ref for ref in res.stdout.split() if kind.match(ref) and ref != tag]
     if old_id and old_id != _image_id(tag):
         stale.append(old_id)
     for ref in stale:
         subprocess.run(["docker", "rmi", ref], capture_output=True, timeout=60, check=False)
+
+
+# ---------------------------------------------------------------------------
+# The prepared image
+# ---------------------------------------------------------------------------
+
+
+def role_packages(role: str, var: str, roles_dir: Path | None = None) -> list[str]:
+    """A package list from roles/<role>/vars/Debian.yml (the list the role itself installs)."""
+    import yaml
+
+    path = (roles_dir or REPO_ROOT / "roles") / role / "vars" / "Debian.yml"
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise RunFailed(f"the prepared node image reads its packages from {path}: {exc}") from None
+    value = data.get(var)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RunFailed(f"{path}: {var} must be a list of package names (the prepared image installs it)")
+    return value
+
+
+def prepared_packages(roles_dir: Path | None = None) -> tuple[list[str], list[str]]:
+    """(installed without recommends, installed with recommends), in the roles' order, no duplicates."""
+    norec: list[str] = []
+    rec: list[str] = []
+    for role, var, recommends in PREPARED_SOURCES:
+        for pkg in role_packages(role, var, roles_dir):
+            if pkg not in norec and pkg not in rec:
+                (rec if recommends else norec).append(pkg)
+    return norec, rec
+
+
+def prepared_recipe(base_tag: str | None = None, roles_dir: Path | None = None) -> dict[str, object]:
+    norec, rec = prepared_packages(roles_dir)
+    return {
+        "base": base_tag or image_tag(),
+        "no_recommends": norec,
+        "packages": rec,
+        "disabled": list(PREPARED_DISABLED),
+        "masked": list(PREPARED_MASKED),
+        "script": PREPARE,
+    }
+
+
+def prepared_tag(r: dict[str, object] | None = None) -> str:
+    return f"{REPO}:{FLAVOUR}-prepared-{recipe_hash(r if r is not None else prepared_recipe())}"
+
+
+def build_prepared(rebuild: bool = False, on_line: Callable[[str], None] = lambda _l: None,
+                   timeout: float = 1200) -> tuple[str, bool]:
+    """Build the prepared image (and the plain one it starts from) unless cached; return (tag, built)."""
+    base, base_built = build_image(rebuild, on_line, timeout)
+    r = prepared_recipe(base)
+    tag = prepared_tag(r)
+    if not (rebuild or base_built) and image_exists(tag):
+        return tag, False
+    deadline = time.monotonic() + timeout
+    name = f"labctl-prepare-{recipe_hash(r)}"
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60, check=False)
+    norec, rec = r["no_recommends"], r["packages"]
+    assert isinstance(norec, list) and isinstance(rec, list)
+    env = {"LABCTL_NORECOMMENDS": " ".join(norec), "LABCTL_PACKAGES": " ".join(rec),
+           "LABCTL_DISABLED": " ".join(PREPARED_DISABLED), "LABCTL_MASKED": " ".join(PREPARED_MASKED)}
+    cmd = ["docker", "run", "--name", name, "--stop-signal", "SIGKILL"]
+    for k, v in env.items():
+        cmd += ["-e", f"{k}={v}"]
+    cmd += [base, "sh", "-c", PREPARE]
+    old_id = _image_id(tag)
+    on_line(f"building {tag} from {base}: {len(norec) + len(rec)} packages of the host/runtime/registry/nfs roles")
+    tail: list[str] = []
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        _pump(proc, on_line, tail, deadline)
+        rc = proc.wait()
+        if rc != 0:
+            raise RunFailed(f"installing the roles' packages into the node image failed (exit {rc}):\n"
+                            + "\n".join(tail[-15:]))
+        changes = ['CMD ["/sbin/init"]', "ENV container=docker", f"LABEL labctl.recipe={recipe_hash(r)}",
+                   "LABEL labctl.kind=prepared"]
+        commit = ["docker", "commit"]
+        for c in changes:
+            commit += ["--change", c]
+        res = subprocess.run([*commit, name, tag], capture_output=True, text=True,
+                             timeout=max(30, deadline - time.monotonic()))
+        if res.returncode != 0:
+            raise RunFailed(f"docker commit failed: {res.stderr.strip()}")
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60, check=False)
+    subprocess.run(["docker", "tag", tag, f"{REPO}:{FLAVOUR}-prepared"], capture_output=True, timeout=30, check=False)
+    _remove_outdated(tag, old_id, PREPARED_TAG)
+    on_line(f"built {tag}")
+    return tag, True
+
+
+def node_image(kind: str = DEFAULT_KIND, rebuild: bool = False, on_line: Callable[[str], None] = lambda _l: None,
+               timeout: float = 1200) -> tuple[str, bool]:
+    """The node image of this kind (prepared | plain), built when not cached; return (tag, built)."""
+    if kind == "plain":
+        return build_image(rebuild, on_line, timeout)
+    if kind == "prepared":
+        return build_prepared(rebuild, on_line, timeout)
+    raise UserError(f"--node-image: found {kind!r}; allowed: {', '.join(KINDS)}")
