@@ -91,7 +91,8 @@ def container_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containe
         n["memory_mb"] = 2048 if n["role"] == "control-plane" else 1024
     lab.lab_file.write_text(yaml.safe_dump(data, sort_keys=False))
     try:
-        up = lab.run("up", timeout=UP_TIMEOUT)
+        # the plain image: test_provision must exercise a first install (the prepared image has the packages)
+        up = lab.run("up", "--node-image", "plain", timeout=UP_TIMEOUT)
         assert up.returncode == 0, f"labctl up failed (exit {up.returncode}):\n{up.stdout}\n{up.stderr}"
         yield lab
     finally:
