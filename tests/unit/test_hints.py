@@ -67,3 +67,16 @@ def test_expected_401_with_the_registry_down_is_not_a_password_problem():
     c = chk(layer="registry", what="GET /v2/ without credentials is refused", expected="401",
             found="URLError: [Errno 111] Connection refused")
     assert rule_for(c, CTX) == "registry-down"
+
+
+@pytest.mark.parametrize("check", [
+    # seen on the container lab with docker-registry stopped: the journal in the evidence still shows earlier 401s
+    chk(layer="registry", what="docker-registry runs and starts at boot", expected="active, enabled",
+        found="['inactive', 'enabled']", detail='... "GET /v2/ HTTP/1.1" 401 87 ... level=warning msg="error authorizing'),
+    chk(layer="registry", what="curl https://registry:5000/v2/ from node (system CA store)", expected="401", found="000",
+        detail="$ curl -sS -o /dev/null -w '%{http_code}' https://registry:5000/v2/\nrc=7\n000\nstderr:\n"
+               "curl: (7) Failed to connect to registry port 5000 after 1 ms: Couldn't connect to server"),
+    chk(layer="registry", name="test_anonymous_refused", message="ConnectionRefusedError: [Errno 111] Connection refused"),
+])
+def test_registry_stopped_is_registry_down(check):
+    assert rule_for(check, CTX) == "registry-down"
