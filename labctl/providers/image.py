@@ -470,9 +470,12 @@ def prepared_tag(r: dict[str, object] | None = None) -> str:
 
 
 def build_prepared(rebuild: bool = False, on_line: Callable[[str], None] = lambda _l: None,
-                   timeout: float = 1200) -> tuple[str, bool]:
-    """Build the prepared image (and the plain one it starts from) unless cached; return (tag, built)."""
-    base, base_built = build_image(rebuild, on_line, timeout)
+                   timeout: float = 1200, rebuild_base: bool | None = None) -> tuple[str, bool]:
+    """Build the prepared image (and the plain one it starts from) unless cached; return (tag, built).
+
+    `rebuild` rebuilds both; `rebuild_base=False` rebuilds only the prepared layer (bench/).
+    """
+    base, base_built = build_image(rebuild if rebuild_base is None else rebuild_base, on_line, timeout)
     r = prepared_recipe(base)
     tag = prepared_tag(r)
     if not (rebuild or base_built) and image_exists(tag):
