@@ -250,8 +250,7 @@ def _state_reason(layer: str, facts: Facts, lab_vars: dict[str, Any], state: Sta
             return f"no node answers SSH ({errs}): is the lab up? labctl status", True
         return "", False
     if not c.kubeconfig:
-        return (f"no cluster (provision stopped before kubeadm: {state.kubeconfig.name} "
-                f"not in {state.kubeconfig.parent})"), False
+        return f"no cluster (provision stopped before kubeadm: no .labctl/{state.lab_name}/kubeconfig)", False
     if not c.answers or (c.error and c.network is None):
         return f"the cluster does not answer: {c.error or c.server}", True
     if layer in ("network", "workloads") and c.network is False:

@@ -66,9 +66,12 @@ def run(args: argparse.Namespace) -> int:
         how = "serial" if workers == "0" else f"{workers} workers"
         if run:
             print(f"verify {lab.name}: checking {', '.join(run)} ({how})", file=sys.stderr, flush=True)
+        reasons: dict[str, list[str]] = {}
         for p in plan:
             if not p.run:
-                print(f"verify {lab.name}: skipping {p.layer}: {p.reason}", file=sys.stderr, flush=True)
+                reasons.setdefault(p.reason, []).append(p.layer)
+        for reason, names in reasons.items():
+            print(f"verify {lab.name}: skipping {', '.join(names)}: {reason}", file=sys.stderr, flush=True)
     suites = os.environ.get("LABCTL_VERIFY_SUITES")  # another tests/infra (development of the suites)
     extra = {"infra_dir": Path(suites).resolve()} if suites else {}
     report = verify(args.lab, lab.name, args.layer, str(args.workers), junit_out=args.junit, slow=args.slow,
