@@ -197,6 +197,12 @@ testinfra_hosts = ["local://"]
 pytestmark = pytest.mark.xdist_group("runtime")
 
 
+@pytest.mark.parametrize("node, port", [("node-1", 22)])
+def test_by_node_name(node, port):
+    from _check import check
+    check(False, "port open", expected=port, found="closed")
+
+
 @pytest.fixture
 def broken():
     raise RuntimeError("ssh: connect to host 192.0.2.9 port 22: No route to host")
@@ -239,8 +245,11 @@ def test_real_run_report(tmp_path, workers):
     plain = next(c for c in host.failures if c.name == "test_plain_assert")
     assert plain.what == "" and "assert '3' == '4'" in plain.message
     assert host.skipped_checks[0].message == "only on EL"
-    assert runtime.status == "failed" and runtime.failures[0].outcome == "error"
-    assert "does not answer on SSH" in runtime.failures[0].hint
+    containerd = next(c for c in runtime.failures if c.name == "test_containerd")
+    assert runtime.status == "failed" and containerd.outcome == "error"
+    by_node = next(c for c in runtime.failures if c.name == "test_by_node_name")
+    assert (by_node.node, by_node.params, by_node.expected) == ("node-1", "22", "22")
+    assert "does not answer on SSH" in containerd.hint
     assert cp.status == "skipped" and cp.reason.startswith("no cluster")
     assert report.explicit and report.exit_code == 1
     # the JUnit file is pytest's, with the expected/found properties
