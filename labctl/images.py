@@ -11,11 +11,11 @@ Source of truth for `labctl images` and the images phase. The naming rule:
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
-from labctl import versions
+from labctl import addon_images, versions
 from labctl.config import Lab
+from labctl.workloads import WORKLOAD_IMAGES
 
 UPSTREAM_K8S = "registry.k8s.io"
 KUBEADM_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
@@ -65,23 +65,14 @@ def mirror_name(source: str, registry: str, group: str) -> str:
     return f"{registry}/{path}:{tag}"
 
 
-def _addon_images(lab: Lab) -> list[str]:
-    """Images of the chosen addons, from labctl.addon_images when that module exists."""
-    try:
-        mod = importlib.import_module("labctl.addon_images")
-    except ModuleNotFoundError as exc:
-        if exc.name != "labctl.addon_images":
-            raise
-        return []
-    return list(mod.images(lab))
-
-
 def lab_images(lab: Lab) -> list[Image]:
     """Every image the lab pulls, in a stable order, without duplicates."""
     registry = registry_address(lab) if lab.kubernetes.mirror_images else ""
     wanted: list[tuple[str, str]] = [(ref, "kubeadm") for ref in kubeadm_images(lab)]
     wanted += [(ref, "cni") for ref in versions.ADDONS[lab.addons.cni].images]
-    wanted += [(ref, "addons") for ref in _addon_images(lab)]
+    wanted += [(ref, "addons") for ref in addon_images.images(lab)]
+    # what `labctl verify`'s workload checks run (whoami, busybox)
+    wanted += [(ref, "workloads") for ref in WORKLOAD_IMAGES.values()]
     seen: set[str] = set()
     out: list[Image] = []
     for ref, group in wanted:
