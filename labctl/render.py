@@ -21,8 +21,12 @@ from labctl.inventory import render_inventory, write_tree
 from labctl.state import REPO_ROOT, StateDir
 
 
-def render_all(lab: Lab, lab_file: Path, out: Path, *, roles_too: bool = True) -> list[Path]:
-    """Render the lab into `out` (replaced); return the files written."""
+def render_all(lab: Lab, lab_file: Path, out: Path, *, roles_too: bool = True,
+               roles: list[str] | None = None) -> list[Path]:
+    """Render the lab into `out` (replaced); return the files written.
+
+    `roles` limits the roles rendered (default: every role with tasks/render.yml).
+    """
     state = StateDir(lab_file, lab.name)
     state.ensure()
     if out.exists():
@@ -35,10 +39,35 @@ def render_all(lab: Lab, lab_file: Path, out: Path, *, roles_too: bool = True) -
 
         result = run_playbook(state, "render.yml", inv_dir / "hosts.yml",
                               extravars={"lab_render_dir": str(out.resolve()),
-                                         "lab_render_roles": render_roles()})
+                                         "lab_render_roles": roles if roles is not None else render_roles()})
         if result.rc != 0:
             raise RunFailed(f"rendering failed: {_first_failure(result.events)}")
+        write_collected(collected_files(result.events), out)
     return sorted(p for p in out.rglob("*") if p.is_file())
+
+
+HAND_OVER_TASK = "Hand the rendered files to labctl"
+
+
+def collected_files(events: list[dict]) -> dict[str, str]:
+    """{absolute path: content} that the roles collected, from every host's hand-over event."""
+    files: dict[str, str] = {}
+    for ev in events:
+        data = ev.get("event_data", {})
+        if ev.get("event") == "runner_on_ok" and data.get("task") == HAND_OVER_TASK:
+            files.update(data.get("res", {}).get("msg") or {})
+    return files
+
+
+def write_collected(files: dict[str, str], out: Path) -> None:
+    """Write the collected files; a path outside `out` is a bug in a role, not a file to write."""
+    root = out.resolve()
+    for name, content in files.items():
+        path = Path(name).resolve()
+        if root not in path.parents:
+            raise RunFailed(f"rendering: a role rendered {name}, outside {root}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
 
 
 def render_roles() -> list[str]:

@@ -21,10 +21,10 @@ import yaml
 
 from labctl.config import load_lab
 from labctl.images import lab_images
-from labctl.inventory import group_vars_document, render_inventory, write_tree
+from labctl.inventory import group_vars_document
 from labctl.kubeadm_schema import check_documents
 from labctl.manifests import load_documents, validate_documents
-from labctl.runner import run_playbook
+from labctl.render import render_all
 from labctl.state import StateDir
 
 from .conftest import base_lab
@@ -94,12 +94,7 @@ def rendered(request, tmp_path_factory) -> Rendered:
     lab_file.write_text(yaml.safe_dump(VARIANTS[name], sort_keys=False))
     lab = load_lab(lab_file)
     out = d / "rendered"
-    write_tree(render_inventory(lab, lab_file), out / "inventory")
-    result = run_playbook(StateDir(lab_file, lab.name), "render.yml", out / "inventory" / "hosts.yml",
-                          extravars={"lab_render_dir": str(out), "lab_render_roles": ROLES})
-    failures = [f"{e['event_data'].get('task')}: {e['event_data'].get('res', {}).get('msg')}"
-                for e in result.events if e.get("event") == "runner_on_failed"]
-    assert result.rc == 0, f"render of {name} failed: {failures or result.status}"
+    render_all(lab, lab_file, out, roles=ROLES)  # what `labctl render` does, for these roles
     return Rendered(name, lab_file, out)
 
 
@@ -279,7 +274,8 @@ def test_defaults_and_argument_specs_list_the_same_keys(role: str):
 def test_roles_read_only_lab_variables(role: str):
     """Role files use lab_* variables of the contract, their own <role>_* ones, and Ansible's."""
     contract = set(group_vars_document(load_lab_from(base_lab()), StateDir(Path("/x/lab.yml"), "k8s-lab")))
-    contract |= {"lab_render", "lab_render_dir", "lab_render_host_dir", "lab_render_cluster_dir", "lab_ip", "lab_role"}
+    contract |= {"lab_render", "lab_render_dir", "lab_render_host_dir", "lab_render_cluster_dir",
+                 "lab_rendered", "lab_rendered_cluster", "lab_ip", "lab_role"}
     used = set()
     for p in (REPO / "roles" / role).rglob("*"):
         if p.is_file() and p.suffix in (".yml", ".j2"):
