@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shlex
 import ssl
 import time
@@ -21,8 +20,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import testinfra
 from _check import check, expect, output
+from _lab import node_host
 
 from labctl import addon_checks
 
@@ -33,14 +32,10 @@ ADDON_DIR = "/etc/labctl/addons"  # roles' *_config_dir
 VIEWER = "labctl-viewer"  # roles/dashboard dashboard_viewer_account
 
 
-def _host(name: str):
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["LABCTL_INVENTORY"])
-
-
 @pytest.fixture(scope="module")
 def cp(lab_nodes):
     """The first control-plane node, where kubectl runs with admin.conf."""
-    return _host(next(n["name"] for n in lab_nodes if n["role"] == "control-plane"))
+    return node_host(next(n["name"] for n in lab_nodes if n["role"] == "control-plane"))
 
 
 @pytest.fixture(scope="module")

@@ -7,21 +7,15 @@ unit-tested in tests/unit/test_k8s_checks.py.
 
 from __future__ import annotations
 
-import os
-
 import pytest
-import testinfra
 from _check import check, expect, output
+from _lab import node_host
 
 from labctl import k8s_checks
 
 testinfra_hosts = ["ansible://k8s_cluster"]
 
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
-
-
-def _host(name: str):
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["LABCTL_INVENTORY"])
 
 
 def _name(host) -> str:
@@ -36,7 +30,7 @@ def _control_planes(lab_nodes: list[dict]) -> list[str]:
 @pytest.fixture(scope="module")
 def cp(lab_nodes):
     """The first control-plane node, where kubectl runs with admin.conf."""
-    return _host(_control_planes(lab_nodes)[0])
+    return node_host(_control_planes(lab_nodes)[0])
 
 
 @pytest.mark.parametrize("endpoint", ["/livez", "/readyz"])
@@ -49,7 +43,7 @@ def test_apiserver_health(cp, endpoint):
 def test_scheduler_and_controller_manager_healthy(lab_nodes):
     problems = {}
     for name in _control_planes(lab_nodes):
-        h = _host(name)
+        h = node_host(name)
         for component, port in (("kube-scheduler", 10259), ("kube-controller-manager", 10257)):
             out = h.run(f"curl -sk --max-time 5 https://127.0.0.1:{port}/healthz")
             if out.stdout.strip() != "ok":
@@ -60,7 +54,7 @@ def test_scheduler_and_controller_manager_healthy(lab_nodes):
 def test_etcd_healthy(lab_nodes):
     problems = {}
     for name in _control_planes(lab_nodes):
-        out = _host(name).run("curl -s --max-time 5 http://127.0.0.1:2381/health")
+        out = node_host(name).run("curl -s --max-time 5 http://127.0.0.1:2381/health")
         if not k8s_checks.etcd_healthy(out.stdout):
             problems[name] = (out.stdout + out.stderr).strip() or f"rc={out.rc}"
     expect(problems, {}, "etcd /health is true on every control plane (metrics listener :2381)")

@@ -8,23 +8,16 @@ hold on a VM (modules-load.d, fstab, swap.target) are checked everywhere.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-import yaml
 from _check import check, expect, output
+from _lab import group_vars
 
 testinfra_hosts = ["ansible://all"]
 
 
-def _group_vars() -> dict:
-    inv = os.environ.get("LABCTL_INVENTORY")
-    gv = Path(inv).parent / "group_vars" / "all.yml" if inv else None
-    return (yaml.safe_load(gv.read_text()) or {}) if gv and gv.exists() else {}
-
-
-GV = _group_vars()
+GV = group_vars()
 NODES = GV.get("lab_nodes", [])
 SYSCTLS = {
     "net.bridge.bridge-nf-call-iptables": "1",

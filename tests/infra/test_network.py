@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import shlex
 
 import pytest
-import testinfra
 from _check import expect, output
+from _lab import node_host
 
 from labctl import k8s_checks
 
@@ -32,7 +31,7 @@ def _k8s_nodes(lab_nodes: list[dict]) -> list[dict]:
 @pytest.fixture(scope="module")
 def cp(lab_nodes):
     first = next(n["name"] for n in lab_nodes if n["role"] == "control-plane")
-    return testinfra.get_host(f"ansible://{first}", ansible_inventory=os.environ["LABCTL_INVENTORY"])
+    return node_host(first)
 
 
 def test_every_node_ready(cp, lab_nodes):

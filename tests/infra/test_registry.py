@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import os
 import shlex
 import socket
 import ssl
@@ -24,21 +23,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-import testinfra
 import yaml
 from _check import check, expect, output
+from _lab import group_vars, node_host
 
 testinfra_hosts = ["ansible://registry"]
 pytestmark = pytest.mark.xdist_group("registry")  # the round trip is ordered: push, pull, restart
 
 
-def _group_vars() -> dict:
-    inv = os.environ.get("LABCTL_INVENTORY")
-    gv = Path(inv).parent / "group_vars" / "all.yml" if inv else None
-    return (yaml.safe_load(gv.read_text()) or {}) if gv and gv.exists() else {}
-
-
-GV = _group_vars()
+GV = group_vars()
 NAME = GV.get("lab_registry_name", "")
 IP = GV.get("lab_registry_ip", "")
 PORT = int(GV.get("lab_registry_port", 5000))
@@ -77,10 +70,6 @@ def _get(path: str, auth: tuple[str, str] | None = None, accept: str = "") -> tu
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}
     finally:
         conn.close()
-
-
-def _node(name: str):
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["LABCTL_INVENTORY"])
 
 
 def _journal(host) -> str:
@@ -145,7 +134,7 @@ def test_wrong_password_refused():
 @pytest.mark.parametrize("node", K8S_NODES)
 def test_node_trusts_registry(node):
     """Every Kubernetes node reaches the registry by name over TLS with only its system trust store."""
-    out = _node(node).run(f"curl -sS -o /dev/null -w '%{{http_code}}' https://{ADDRESS}/v2/")
+    out = node_host(node).run(f"curl -sS -o /dev/null -w '%{{http_code}}' https://{ADDRESS}/v2/")
     expect(out.stdout.strip(), "401" if AUTH else "200", f"curl https://{ADDRESS}/v2/ from {node} (system CA store)",
            node=node, detail=output(out))
 
@@ -186,7 +175,7 @@ def _pull_command() -> str:
 def test_pull_on_worker(pushed, node):
     if pushed.rc != 0:
         pytest.fail(f"nothing to pull: the push failed (see test_push)\n{output(pushed)}")
-    worker = _node(node)
+    worker = node_host(node)
     out = worker.run(_pull_command())
     expect(out.rc, 0, f"{node} pulls {IMAGE} through containerd (hosts dir, lab CA, credentials)",
            node=node, detail=output(out))

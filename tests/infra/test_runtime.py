@@ -9,25 +9,18 @@ would pass a file-only check.
 from __future__ import annotations
 
 import json
-import os
 import tomllib
 from pathlib import Path
 
 import pytest
-import testinfra
 import yaml
 from _check import check, expect, output
+from _lab import group_vars, node_host
 
 testinfra_hosts = ["ansible://k8s_cluster"]
 
 
-def _group_vars() -> dict:
-    inv = os.environ.get("LABCTL_INVENTORY")
-    gv = Path(inv).parent / "group_vars" / "all.yml" if inv else None
-    return (yaml.safe_load(gv.read_text()) or {}) if gv and gv.exists() else {}
-
-
-GV = _group_vars()
+GV = group_vars()
 REGISTRY = GV.get("lab_registry_address", "") if GV.get("lab_registry_enabled") else ""
 REGISTRY_NODES = [n["name"] for n in GV.get("lab_nodes", []) if n["role"] == "registry"]
 CERTS_DIR = "/etc/containerd/certs.d"
@@ -128,7 +121,7 @@ def test_crictl_works(host):
 
 @pytest.mark.parametrize("node", REGISTRY_NODES)
 def test_docker_systemd_cgroup_driver(node):
-    reg = testinfra.get_host(f"ansible://{node}", ansible_inventory=os.environ["LABCTL_INVENTORY"])
+    reg = node_host(node)
     svc = reg.service("docker")
     check(svc.is_running and svc.is_enabled, "docker runs and starts at boot", expected="active, enabled",
           found=reg.run("systemctl is-active docker; systemctl is-enabled docker").stdout.split(), node=node,
@@ -139,7 +132,7 @@ def test_docker_systemd_cgroup_driver(node):
 
 @pytest.mark.parametrize("node", REGISTRY_NODES)
 def test_docker_trusts_registry(node, ca_pem):
-    reg = testinfra.get_host(f"ansible://{node}", ansible_inventory=os.environ["LABCTL_INVENTORY"])
+    reg = node_host(node)
     path = f"/etc/docker/certs.d/{REGISTRY}/ca.crt"
     f = reg.file(path)
     check(f.exists, f"{path} exists", expected="the lab CA", found="missing", node=node)

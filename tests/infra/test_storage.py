@@ -8,13 +8,9 @@ configuration (packages, directory, exports file) is still checked.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
-import testinfra
-import yaml
 from _check import check, expect, output
+from _lab import group_vars, node_host
 
 from labctl.workloads import NFS_EXPORT
 
@@ -23,20 +19,10 @@ SERVER_PACKAGES = {"debian": "nfs-kernel-server", "ubuntu": "nfs-kernel-server"}
 CLIENT_PACKAGES = {"debian": "nfs-common", "ubuntu": "nfs-common"}
 
 
-def _group_vars() -> dict:
-    inv = os.environ.get("LABCTL_INVENTORY")
-    gv = Path(inv).parent / "group_vars" / "all.yml" if inv else None
-    return (yaml.safe_load(gv.read_text()) or {}) if gv and gv.exists() else {}
-
-
-GV = _group_vars()
+GV = group_vars()
 NODES = GV.get("lab_nodes", [])
 SERVERS = [n["name"] for n in NODES if n["role"] == "registry"]
 CLIENTS = [n["name"] for n in NODES if n["role"] in ("control-plane", "worker")]
-
-
-def _host(name: str):
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["LABCTL_INVENTORY"])
 
 
 def _nfsd_available(host) -> bool:
@@ -52,21 +38,21 @@ def _need_server(host, node: str) -> None:
 
 @pytest.mark.parametrize("node", SERVERS)
 def test_server_package(node):
-    host = _host(node)
+    host = node_host(node)
     pkg = SERVER_PACKAGES.get(host.system_info.distribution, "nfs-utils")
     expect(host.package(pkg).is_installed, True, f"package {pkg} installed", node=node)
 
 
 @pytest.mark.parametrize("node", SERVERS)
 def test_export_directory(node):
-    f = _host(node).file(NFS_EXPORT)
+    f = node_host(node).file(NFS_EXPORT)
     found = f"directory {oct(f.mode)}" if f.is_directory else ("missing" if not f.exists else "not a directory")
     expect(found, "directory 0o755", f"exported directory {NFS_EXPORT}", node=node)
 
 
 @pytest.mark.parametrize("node", SERVERS)
 def test_exports_file(node):
-    f = _host(node).file(EXPORTS_FILE)
+    f = node_host(node).file(EXPORTS_FILE)
     want = f"{NFS_EXPORT} {GV.get('lab_network_cidr')}("
     lines = [ln for ln in (f.content_string.splitlines() if f.exists else []) if ln and not ln.startswith("#")]
     check(any(ln.startswith(want) for ln in lines), f"{EXPORTS_FILE} exports {NFS_EXPORT} to the node network",
@@ -75,7 +61,7 @@ def test_exports_file(node):
 
 @pytest.mark.parametrize("node", SERVERS)
 def test_server_running_and_exporting(node):
-    host = _host(node)
+    host = node_host(node)
     _need_server(host, node)
     svc = host.service("nfs-server")
     expect(svc.is_running, True, "nfs-server running", node=node,
@@ -87,7 +73,7 @@ def test_server_running_and_exporting(node):
 
 @pytest.mark.parametrize("node", CLIENTS)
 def test_client_installed(node):
-    host = _host(node)
+    host = node_host(node)
     pkg = CLIENT_PACKAGES.get(host.system_info.distribution, "nfs-utils")
     expect(host.package(pkg).is_installed, True, f"package {pkg} installed (kubelet mounts NFS volumes)", node=node)
     helper = host.file("/sbin/mount.nfs")
@@ -98,8 +84,8 @@ def test_client_installed(node):
 def test_export_visible_from_node(node):
     if not SERVERS:
         pytest.skip("no registry node")
-    _need_server(_host(SERVERS[0]), SERVERS[0])
-    host = _host(node)
+    _need_server(node_host(SERVERS[0]), SERVERS[0])
+    host = node_host(node)
     server = GV.get("lab_registry_ip")
     out = host.run("showmount -e %s", server)
     check(out.rc == 0 and NFS_EXPORT in out.stdout, f"the export of {SERVERS[0]} is visible", expected=NFS_EXPORT,

@@ -21,14 +21,12 @@ import os
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import testinfra
-import yaml
 from _check import check, expect, output
+from _lab import group_vars, node_host
 
 from labctl import workloads
 
@@ -38,16 +36,7 @@ KUBECTL = "kubectl --kubeconfig=/etc/kubernetes/admin.conf --request-timeout=20s
 SLOW = bool(os.environ.get("LABCTL_VERIFY_SLOW"))
 
 
-def _inventory_nodes() -> list[dict]:
-    """The lab's nodes at collection time (for parametrize), from the generated group_vars."""
-    inv = os.environ.get("LABCTL_INVENTORY")
-    if not inv:
-        return []
-    gv = Path(inv).parent / "group_vars" / "all.yml"
-    return (yaml.safe_load(gv.read_text()) or {}).get("lab_nodes", []) if gv.exists() else []
-
-
-K8S_NODES = [n for n in _inventory_nodes() if n["role"] in ("control-plane", "worker")]
+K8S_NODES = [n for n in group_vars().get("lab_nodes", []) if n["role"] in ("control-plane", "worker")]
 
 
 class Kube:
@@ -102,17 +91,13 @@ class Kube:
             time.sleep(interval)
 
 
-def _node_host(name: str):
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["LABCTL_INVENTORY"])
-
-
 @pytest.fixture(scope="module")
 def wl(lab_vars: dict, lab_nodes: list[dict], request: pytest.FixtureRequest):
     """Render, clean stale runs, apply every step, and always clean up at the end."""
     cps = [n["name"] for n in lab_nodes if n["role"] == "control-plane"]
     if not cps:
         pytest.fail("no control-plane node in the inventory")
-    cp = _node_host(cps[0])
+    cp = node_host(cps[0])
     root = Kube(cp, None)
     for cmd in workloads.cleanup_commands(None):  # stale runs (a killed verify)
         root.run(cmd)
@@ -133,7 +118,7 @@ def wl(lab_vars: dict, lab_nodes: list[dict], request: pytest.FixtureRequest):
             group = "registry" if n["role"] == "registry" else "k8s_cluster"
             if group == "registry" and not state.nfs:
                 continue
-            _node_host(n["name"]).run("rm -rf -- %s", paths[group])
+            node_host(n["name"]).run("rm -rf -- %s", paths[group])
 
     request.addfinalizer(cleanup)
     kube = state.kube
@@ -302,7 +287,7 @@ def test_emptydir_shared_by_two_containers(wl):
 def test_hostpath_volume(wl):
     pod = _volumes_running(wl)
     node = pod["spec"].get("nodeName", "")
-    f = _node_host(node).file(f"{wl.ctx['host_path']}/note")
+    f = node_host(node).file(f"{wl.ctx['host_path']}/note")
     found = f.content_string.strip() if f.exists else "(no file)"
     expect(found, "on-the-host", f"hostPath {wl.ctx['host_path']} written by the pod, seen on the node", node=node)
 

@@ -1,0 +1,26 @@
+"""The lab under test, for the testinfra suites: its generated group_vars and its hosts.
+
+Values a suite needs at collection time (to parametrize) cannot come from fixtures, so
+the suites read them here. Outside `labctl verify` (LABCTL_INVENTORY unset) they are
+empty and the suites still collect.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import testinfra
+import yaml
+
+
+def group_vars() -> dict:
+    """group_vars/all.yml beside the generated hosts.yml named by LABCTL_INVENTORY."""
+    inv = os.environ.get("LABCTL_INVENTORY")
+    gv = Path(inv).parent / "group_vars" / "all.yml" if inv else None
+    return (yaml.safe_load(gv.read_text()) or {}) if gv and gv.exists() else {}
+
+
+def node_host(name: str):
+    """A testinfra host for one node of the generated inventory (the ssh backend, its ControlPath)."""
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["LABCTL_INVENTORY"])
