@@ -257,9 +257,23 @@ class DockerProvider:
             _docker("rm", "-f", "-v", *[c["id"] for c in live.values()], timeout=120, check=True)
         if self._network_exists():
             progress(f"removing network {self.network}")
-            _docker("network", "rm", self.network, timeout=60, check=True)
+            self._remove_network()
         shutil.rmtree(self.state.root / "vagrant", ignore_errors=True)
         sshkeys.forget_hosts(self.state, [x for n in self.lab.nodes for x in (n.name, str(n.ip))])
+
+    def _remove_network(self, attempts: int = 10, pause: float = 2.0) -> None:
+        """`docker network rm`, retried while dockerd still counts the endpoints of containers
+        just removed (seen with 30 nodes: "has active endpoints" for a few seconds). Bounded."""
+        for _ in range(attempts):
+            res = _docker("network", "rm", self.network, timeout=60)
+            if res.returncode == 0 or "not found" in res.stderr:
+                return
+            if "active endpoints" not in res.stderr:
+                raise RunFailed(f"docker network rm {self.network} failed: {res.stderr.strip()}")
+            time.sleep(pause)
+        raise RunFailed(f"docker network rm {self.network}: dockerd still counts endpoints of the removed "
+                        "containers (a dockerd bug, seen with many nodes); restart dockerd "
+                        "(systemctl restart docker) and run `labctl down` again")
 
     # -- status ------------------------------------------------------------------
     def status(self) -> list[NodeStatus]:
