@@ -325,9 +325,11 @@ def cross_check(lab: Lab) -> list[Finding]:
                 f"use another host address")
         if n.role == "control-plane":
             if n.cpus < versions.CONTROL_PLANE_MIN_CPUS:
-                err(f"{p}.cpus", f"found {n.cpus}; kubeadm needs at least {versions.CONTROL_PLANE_MIN_CPUS} CPUs on a control-plane node")
+                err(f"{p}.cpus", f"found {n.cpus}; kubeadm needs at least "
+                    f"{versions.CONTROL_PLANE_MIN_CPUS} CPUs on a control-plane node")
             if n.memory_mb < versions.CONTROL_PLANE_MIN_MEMORY_MB:
-                err(f"{p}.memory_mb", f"found {n.memory_mb}; kubeadm needs at least {versions.CONTROL_PLANE_MIN_MEMORY_MB} MB on a control-plane node")
+                err(f"{p}.memory_mb", f"found {n.memory_mb}; kubeadm needs at least "
+                    f"{versions.CONTROL_PLANE_MIN_MEMORY_MB} MB on a control-plane node")
         ssh_fields = {"ssh_host": n.ssh_host, "ssh_user": n.ssh_user, "ssh_key": n.ssh_key}
         if lab.provider == "existing":
             for key, value in ssh_fields.items():
@@ -365,7 +367,8 @@ def cross_check(lab: Lab) -> list[Finding]:
         err("kubernetes.pod_subnet", f"found {k8s.pod_subnet}; flannel gives each node a /24, so the pod subnet "
             "must be /22 or larger (e.g. 10.244.0.0/16)")
     elif 2 ** (24 - k8s.pod_subnet.prefixlen) < len(lab.nodes):
-        err("kubernetes.pod_subnet", f"{k8s.pod_subnet} holds {2 ** (24 - k8s.pod_subnet.prefixlen)} node /24s, fewer than {len(lab.nodes)} nodes")
+        err("kubernetes.pod_subnet", f"{k8s.pod_subnet} holds {2 ** (24 - k8s.pod_subnet.prefixlen)} node /24s, "
+            f"fewer than {len(lab.nodes)} nodes")
     if k8s.service_subnet.prefixlen > 24:
         err("kubernetes.service_subnet", f"found {k8s.service_subnet}; use /24 or larger (e.g. 10.254.0.0/16)")
     if not re.match(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$", k8s.dns_domain):
