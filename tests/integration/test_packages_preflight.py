@@ -10,7 +10,6 @@ to continue (connect the lab, or kubernetes.packages_dir).
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -20,12 +19,12 @@ import yaml
 
 from labctl.config import load_lab
 from labctl.inventory import render_inventory, write_tree
+from labctl.providers.image import node_image
 from labctl.runner import run_playbook
 from labctl.state import StateDir
 
 pytestmark = pytest.mark.integration
 
-IMAGE = "labctl-dev/node:debian12"
 LAB = {
     "name": "k5-preflight", "provider": "docker", "network": {"cidr": "192.168.56.0/24"},
     "nodes": [{"name": "master", "role": "control-plane", "ip": "192.168.56.21"},
@@ -35,18 +34,12 @@ LAB = {
 }
 
 
-def _image_present() -> bool:
-    if not shutil.which("docker"):
-        return False
-    return subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode == 0
-
-
 @pytest.fixture(scope="module")
 def offline_node():
-    if not _image_present():
-        pytest.skip(f"needs dockerd and the dev node image {IMAGE}")
+    # labctl's own plain node image (built here when not cached), in a container with no network
+    image, _built = node_image("plain")
     name = f"k5-preflight-{secrets.token_hex(3)}"
-    subprocess.run(["docker", "run", "-d", "--name", name, "--network", "none", "--entrypoint", "sleep", IMAGE,
+    subprocess.run(["docker", "run", "-d", "--name", name, "--network", "none", "--entrypoint", "sleep", image,
                     "infinity"], check=True, capture_output=True)
     try:
         yield name
