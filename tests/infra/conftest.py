@@ -8,29 +8,17 @@ generated group_vars (the testinfra Ansible backend sees inventory variables onl
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
-import yaml
-
-
-def _inventory() -> Path | None:
-    path = os.environ.get("LABCTL_INVENTORY")
-    return Path(path) if path else None
-
-
-def load_group_vars(hosts_file: Path) -> dict:
-    """group_vars/all.yml beside the generated hosts.yml."""
-    return yaml.safe_load((hosts_file.parent / "group_vars" / "all.yml").read_text()) or {}
+from _lab import group_vars
 
 
 @pytest.fixture(scope="session")
 def lab_vars() -> dict:
     """The lab_* variables of the generated inventory."""
-    inv = _inventory()
-    if inv is None:
+    if not os.environ.get("LABCTL_INVENTORY"):
         pytest.fail("LABCTL_INVENTORY is not set: run these suites through `labctl verify`")
-    return load_group_vars(inv)
+    return group_vars()
 
 
 @pytest.fixture(scope="session")
