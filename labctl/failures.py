@@ -169,6 +169,9 @@ def failure_from_event(event: dict[str, Any], phase: str | None = None) -> Failu
         label = item.get("_ansible_item_label", item.get("item"))
         f.item = str(label) if label is not None else None
     msg = str(detail.get("msg") or res.get("msg") or "")
+    if msg.strip().lower() in GENERIC_MSGS and res.get("reason"):
+        # include_role / include_tasks failures carry the cause in "reason" ("All items completed" in msg)
+        msg = str(res["reason"])
     if "censored" in res and not msg:
         msg = ("the task's output is hidden (no_log: true) because it carries a secret; "
                "the role should say what failed without the secret")

@@ -41,7 +41,7 @@ def render_all(lab: Lab, lab_file: Path, out: Path, *, roles_too: bool = True,
                               extravars={"lab_render_dir": str(out.resolve()),
                                          "lab_render_roles": roles if roles is not None else render_roles()})
         if result.rc != 0:
-            raise RunFailed(f"rendering failed: {_first_failure(result.events)}")
+            raise RunFailed(f"rendering failed:\n{_failure_report(result.events)}")
         write_collected(collected_files(result.events), out)
     return sorted(p for p in out.rglob("*") if p.is_file())
 
@@ -75,13 +75,11 @@ def render_roles() -> list[str]:
     return sorted(p.parent.parent.name for p in (REPO_ROOT / "roles").glob("*/tasks/render.yml"))
 
 
-def _first_failure(events: list[dict]) -> str:
-    for ev in events:
-        if ev.get("event") in ("runner_on_failed", "runner_on_unreachable"):
-            data = ev.get("event_data", {})
-            res = data.get("res", {})
-            return f"{data.get('host')}: {data.get('task')}: {res.get('msg', res)}"
-    for ev in reversed(events):
-        if ev.get("event") == "error" or "ERROR!" in ev.get("stdout", ""):
-            return ev.get("stdout", "").strip()
-    return "ansible-playbook failed (see the event log)"
+def _failure_report(events: list[dict]) -> str:
+    """Where and why the render stopped, as provision reports it (labctl.failures)."""
+    from labctl.failures import collect, playbook_error
+
+    failures = collect(events)
+    if failures:
+        return "\n".join(f.format() for f in failures)
+    return playbook_error(events) or "ansible-playbook failed (see the event log)"

@@ -123,3 +123,15 @@ def test_playbook_that_cannot_run_reports_ansibles_error():
            {"event": "playbook_on_stats", "event_data": {}}]
     out = collect(evs, {}, {})
     assert len(out) == 1 and out[0].kind == "error" and "nfs.yml could not be found" in out[0].msg
+
+
+def test_include_role_failure_shows_the_reason_not_all_items_completed():
+    # the event shape ansible-core 2.19 sends when include_role in a loop cannot find the role
+    ev = {"event": "runner_on_failed", "event_data": {
+        "host": "master", "task": "Render each role's files", "res": {
+            "results": [{"_ansible_no_log": False, "render_role": "no_such_role", "_ansible_item_label": "no_such_role"}],
+            "msg": "All items completed", "changed": False,
+            "reason": "the role 'no_such_role' was not found in /work/main/roles"}}}
+    f = failure_from_event(ev)
+    assert f.cause == "the role 'no_such_role' was not found in /work/main/roles"
+    assert "All items completed" not in f.format()
