@@ -17,7 +17,7 @@ from labctl.errors import UserError
 from labctl.phases import LAYERS
 from labctl.report import LayerResult, Report, checks_from_junit
 from labctl.state import StateDir
-from labctl.verify import ClusterFacts, Facts, parse_selection, plan_layers, probe_cluster, pytest_argv, verify
+from labctl.verify import ClusterFacts, Facts, parse_selection, plan_layers, probe_cluster, pytest_argv, pytest_env, verify
 from tests.unit.conftest import base_lab, run_labctl, write_lab
 
 
@@ -149,6 +149,10 @@ def test_pytest_argv_uses_the_inventory_plugin_and_xdist(tmp_path):
     assert f"--ansible-inventory={tmp_path / 'hosts.yml'}" in argv and "labctl.verify_plugin" in argv
     assert argv[argv.index("-n") + 1] == "auto" and "loadgroup" in argv and "no:cacheprovider" in argv
     assert "--force-ansible" not in argv
+    # entry-point autoloading is off (pytest_env): the plugins the suites use are named
+    assert {"xdist.plugin", "testinfra.plugin"} <= {argv[i + 1] for i, a in enumerate(argv) if a == "-p"}
+    assert pytest_env(StateDir(tmp_path / "lab.yml", "k8s-lab"), tmp_path / "r.json", False)[
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD"] == "1"
     serial = pytest_argv([tmp_path / "test_host.py"], tmp_path / "hosts.yml", tmp_path / "j.xml", "0")
     assert "-n" not in serial and "no:xdist" not in serial  # xdist registers the xdist_group mark
 
