@@ -9,7 +9,13 @@ the JUnit XML (<properties>).
 
 On the controller process it collects one record per test and writes them as JSON
 to $LABCTL_VERIFY_RESULTS at the end of the session; labctl/report.py reads it.
-Only pytest is imported here, never labctl's CLI.
+
+On every process it hands testinfra the inventory `labctl verify` points it at
+(--ansible-inventory), read from the generated files: testinfra would otherwise run
+`ansible-inventory --list` in each process (0.7 s of a 6 s run) to learn the same hosts and
+variables. Only an inventory of the shape labctl writes is read this way; any other is left
+to ansible-inventory.
+Only pytest and yaml are imported here (testinfra when it runs), never labctl's CLI.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 RESULTS_ENV = "LABCTL_VERIFY_RESULTS"
 MAX_LONGREPR = 20_000
@@ -162,7 +169,93 @@ class ResultCollector:
         self.path.write_text(json.dumps(data, indent=1))
 
 
+# ---------------------------------------------------------------- the inventory, read once
+
+GROUP_KEYS = {"hosts", "children"}
+
+
+def labctl_inventory(hosts_file: Path) -> dict[str, Any] | None:
+    """What `ansible-inventory --list -i hosts_file` prints, for an inventory labctl generated.
+
+    labctl writes hosts.yml (groups of hosts with host variables, groups of groups) and
+    group_vars/all.yml beside it; a host's variables are group_vars/all.yml overridden by its
+    own. Anything else (group `vars:`, other group_vars or host_vars files, another format)
+    returns None: Ansible's precedence rules are then Ansible's business.
+    tests/unit/test_verify_plugin.py compares the result with the real ansible-inventory.
+    """
+    inv_dir = hosts_file.parent
+    group_vars = inv_dir / "group_vars"
+    if hosts_file.suffix not in (".yml", ".yaml") or (inv_dir / "host_vars").exists():
+        return None
+    if group_vars.exists() and sorted(p.name for p in group_vars.iterdir()) != ["all.yml"]:
+        return None
+    try:
+        doc = yaml.safe_load(hosts_file.read_text())
+        all_vars = yaml.safe_load((group_vars / "all.yml").read_text()) if group_vars.exists() else {}
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(doc, dict) or set(doc) != {"all"} or not isinstance(all_vars or {}, dict):
+        return None
+    groups: dict[str, dict[str, list[str]]] = {}
+    hostvars: dict[str, dict[str, Any]] = {}
+
+    def walk(name: str, body: Any) -> bool:
+        body = body or {}
+        if not isinstance(body, dict) or not set(body) <= GROUP_KEYS:
+            return False
+        group = groups.setdefault(name, {"hosts": [], "children": []})
+        for host, hv in (body.get("hosts") or {}).items():
+            if not isinstance(hv or {}, dict):
+                return False
+            if host not in group["hosts"]:
+                group["hosts"].append(host)
+            hostvars.setdefault(host, dict(all_vars or {})).update(hv or {})
+        for child, child_body in (body.get("children") or {}).items():
+            if child not in group["children"]:
+                group["children"].append(child)
+            if not walk(child, child_body):
+                return False
+        return True
+
+    if not walk("all", doc["all"]):
+        return None
+    if groups["all"]["hosts"]:
+        return None  # hosts directly under all land in `ungrouped`: not a shape labctl writes
+    groups["all"]["children"].insert(0, "ungrouped")
+    out: dict[str, Any] = {"_meta": {"hostvars": {h: v for h, v in hostvars.items() if v}}}
+    for name, group in groups.items():
+        body = {k: v for k, v in group.items() if v and not (name == "all" and k == "hosts")}
+        if body:  # ansible-inventory leaves empty groups out (they stay listed as children)
+            out[name] = body
+    try:
+        return json.loads(json.dumps(out))  # JSON's types, as ansible-inventory's output has
+    except (TypeError, ValueError):  # a YAML date or the like: Ansible knows how it prints
+        return None
+
+
+def seed_testinfra_inventory(paths: list[str]) -> bool:
+    """Give testinfra's Ansible runner for each path (spellings of one file) the inventory read above.
+
+    False when the inventory is not labctl's shape: testinfra runs ansible-inventory then.
+    """
+    paths = [p for p in dict.fromkeys(paths) if p]
+    inventory = labctl_inventory(Path(paths[0])) if paths else None
+    if inventory is None:
+        return False
+    from testinfra.utils.ansible_runner import AnsibleRunner
+
+    first = Path(paths[0]).resolve()
+    for path in paths:
+        if Path(path).resolve() == first:
+            # `inventory` is a functools.cached_property: a value set on the instance is what it returns
+            AnsibleRunner.get_runner(path).inventory = json.loads(json.dumps(inventory))
+    return True
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    inventory = config.getoption("ansible_inventory", None)
+    if inventory:  # the suites' node_host() passes $LABCTL_INVENTORY: the same file, maybe spelled otherwise
+        seed_testinfra_inventory([inventory, os.environ.get("LABCTL_INVENTORY", "")])
     if hasattr(config, "workerinput"):  # an xdist worker: the controller collects
         return
     target = os.environ.get(RESULTS_ENV)
