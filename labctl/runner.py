@@ -61,6 +61,10 @@ def ansible_env(state: StateDir, tuned: bool = True, forks: int = 5) -> dict[str
     env = {
         "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
         "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
+        # labctl's own modules (labctl.lab.*) first; a user's own collection paths still count
+        "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(
+            [str(REPO_ROOT / "collections")]
+            + [p for p in os.environ.get("ANSIBLE_COLLECTIONS_PATH", "").split(os.pathsep) if p]),
         "ANSIBLE_FORKS": str(forks),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
