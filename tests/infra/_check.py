@@ -13,6 +13,8 @@ suites, so `from _check import expect, check` works):
 `detail` carries the evidence (command output, journal lines; cut at 40 lines);
 `node` is only needed when the test is not parametrized by testinfra's `host`
 (labctl's pytest plugin takes the node from `host` otherwise).
+`found` and `detail` may be callables (`detail=lambda: _journal(host)`): evidence that costs a
+command on the node is then gathered only when the check fails.
 
 The raised CheckFailed is an AssertionError, so pytest reports it as a failure; the
 labctl pytest plugin (labctl/verify_plugin.py) copies the fields into the test report,
@@ -28,6 +30,7 @@ and the message has a fixed shape that labctl/report.py also parses from JUnit X
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 MAX_VALUE = 300
@@ -67,18 +70,24 @@ class CheckFailed(AssertionError):
         super().__init__("\n".join(lines))
 
 
-def expect(found: Any, expected: Any, what: str, *, node: str | None = None, detail: str = "") -> None:
+def _evidence(value: Any) -> Any:
+    return value() if callable(value) else value
+
+
+def expect(found: Any, expected: Any, what: str, *, node: str | None = None,
+           detail: str | Callable[[], str] = "") -> None:
     """Fail with a structured message unless found == expected."""
     __tracebackhide__ = True
     if found != expected:
-        raise CheckFailed(what, expected, found, node=node, detail=detail)
+        raise CheckFailed(what, expected, found, node=node, detail=_evidence(detail))
 
 
-def check(ok: Any, what: str, *, expected: Any, found: Any, node: str | None = None, detail: str = "") -> None:
+def check(ok: Any, what: str, *, expected: Any, found: Any, node: str | None = None,
+          detail: str | Callable[[], str] = "") -> None:
     """Fail with a structured message unless ok is true."""
     __tracebackhide__ = True
     if not ok:
-        raise CheckFailed(what, expected, found, node=node, detail=detail)
+        raise CheckFailed(what, expected, _evidence(found), node=node, detail=_evidence(detail))
 
 
 def output(cmd: Any) -> str:

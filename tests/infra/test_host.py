@@ -4,6 +4,9 @@ in its trust store and the firewall state lab.yml asks for (lab-reference §1).
 In a container the kernel is the host's: modules cannot be loaded and swap cannot be turned
 off from inside. Those checks are skipped there with that reason; the files that make them
 hold on a VM (modules-load.d, fstab, swap.target) are checked everywhere.
+
+Every check here only reads: they read the node's snapshot (`snap`, _snapshot.py), whose
+commands `snapshot_reads` lists.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 import pytest
 from _check import check, expect, output
 from _lab import group_vars
+from _snapshot import SYSTEM_INFO, file_reads, q, service_reads
 
 testinfra_hosts = ["ansible://all"]
 
@@ -44,6 +48,27 @@ def _modules() -> list[str]:
     return BASE_MODULES + (IPVS_MODULES if GV.get("lab_proxy_mode") == "ipvs" else [])
 
 
+FIREWALL_READS = ["systemctl is-active firewalld; systemctl is-enabled firewalld",
+                  "firewall-cmd --zone=public --list-ports", "firewall-cmd --zone=public --query-masquerade",
+                  "firewall-cmd --zone=trusted --list-interfaces"]
+
+
+def snapshot_reads(node: dict) -> list[str]:
+    """The commands the checks below run on every node (read once, _snapshot.py)."""
+    reads = ["hostname", "systemd-detect-virt --container", "systemctl is-enabled swap.target", "cat /proc/modules",
+             *file_reads("/etc/hosts"), *(f"getent ahostsv4 {n['name']}" for n in NODES),
+             *file_reads("/etc/fstab"), *file_reads("/proc/swaps"),
+             *file_reads("/etc/sysctl.d/k8s.conf", "exists", "content"), *(f"sysctl -n {key}" for key in SYSCTLS),
+             *file_reads("/etc/modules-load.d/k8s.conf", "exists", "content"),
+             *(q("test -e %s", f"/sys/module/{m}") for m in _modules()), *SYSTEM_INFO]
+    for anchors, bundle in TRUST_STORES.values():
+        reads += [*file_reads(f"{anchors}/labctl-{GV.get('lab_name')}-ca.crt", "exists", "content"),
+                  *file_reads(bundle)]
+    if GV.get("lab_firewall", "disabled") == "disabled":
+        return reads + [*service_reads("firewalld"), *service_reads("ufw")]
+    return reads + [*service_reads("firewalld"), *FIREWALL_READS]
+
+
 def _variables(host) -> dict:
     return host.ansible.get_variables()
 
@@ -58,43 +83,43 @@ def _family(host) -> str:
     return "debian" if dist in ("debian", "ubuntu") else "redhat"
 
 
-def test_hostname(host):
+def test_hostname(host, snap):
     name = _variables(host)["inventory_hostname"]
-    out = host.run("hostname")
+    out = snap.run("hostname")
     expect(out.stdout.strip(), name, "the node's host name is its lab name", detail=output(out))
 
 
 @pytest.mark.parametrize("node", NODES, ids=[n["name"] for n in NODES])
-def test_hosts_file_lists_node(host, node):
-    hosts = host.file("/etc/hosts").content_string
+def test_hosts_file_lists_node(snap, node):
+    hosts = snap.file("/etc/hosts").content_string
     lines = [ln.split() for ln in hosts.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     check(any(ln[0] == node["ip"] and node["name"] in ln[1:] for ln in lines),
           f"/etc/hosts maps {node['name']} to {node['ip']}", expected=f"{node['ip']} {node['name']}",
           found="no such line", detail=hosts)
-    out = host.run(f"getent ahostsv4 {node['name']}")
+    out = snap.run(f"getent ahostsv4 {node['name']}")
     check(out.rc == 0 and node["ip"] in out.stdout.split(), f"{node['name']} resolves to {node['ip']}",
           expected=node["ip"], found=out.stdout.split()[0] if out.stdout.split() else "nothing", detail=output(out))
 
 
-def test_swap_off_at_boot(host):
-    fstab = host.file("/etc/fstab").content_string
+def test_swap_off_at_boot(snap):
+    fstab = snap.file("/etc/fstab").content_string
     active = [ln for ln in fstab.splitlines() if ln.split()[2:3] == ["swap"] and not ln.lstrip().startswith("#")]
     expect(active, [], "no active swap line in /etc/fstab", detail=fstab)
-    out = host.run("systemctl is-enabled swap.target")
+    out = snap.run("systemctl is-enabled swap.target")
     expect(out.stdout.strip(), "masked", "swap.target is masked", detail=output(out))
 
 
-def test_swap_off_now(host):
-    swaps = host.file("/proc/swaps").content_string.strip().splitlines()[1:]
-    container = _container(host)
+def test_swap_off_now(snap):
+    swaps = snap.file("/proc/swaps").content_string.strip().splitlines()[1:]
+    container = _container(snap)
     if swaps and container:
         pytest.skip(f"{container} container: the swap in use ({len(swaps)} device(s)) is the host kernel's; "
                     "swap off at boot is checked by test_swap_off_at_boot")
     expect(swaps, [], "no swap in use (/proc/swaps)")
 
 
-def test_sysctl_file(host):
-    f = host.file("/etc/sysctl.d/k8s.conf")
+def test_sysctl_file(snap):
+    f = snap.file("/etc/sysctl.d/k8s.conf")
     check(f.exists, "/etc/sysctl.d/k8s.conf exists", expected="a file", found="missing")
     found = {k.strip(): v.strip() for k, _, v in (ln.partition("=") for ln in f.content_string.splitlines())
              if k.strip() and not k.strip().startswith("#")}
@@ -103,30 +128,30 @@ def test_sysctl_file(host):
 
 
 @pytest.mark.parametrize("key", list(SYSCTLS))
-def test_sysctl_live(host, key):
-    out = host.run(f"sysctl -n {key}")
-    if out.rc != 0 and key.startswith("net.bridge.") and _container(host):
+def test_sysctl_live(snap, key):
+    out = snap.run(f"sysctl -n {key}")
+    if out.rc != 0 and key.startswith("net.bridge.") and _container(snap):
         pytest.skip(f"{key} does not exist in this container: the host kernel has no br_netfilter "
                     "and a container cannot load it")
     expect(out.stdout.strip(), SYSCTLS[key], f"{key} is applied", detail=output(out))
 
 
-def test_modules_load_file(host):
-    f = host.file("/etc/modules-load.d/k8s.conf")
+def test_modules_load_file(snap):
+    f = snap.file("/etc/modules-load.d/k8s.conf")
     check(f.exists, "/etc/modules-load.d/k8s.conf exists", expected="a file", found="missing")
     listed = [ln.strip() for ln in f.content_string.splitlines() if ln.strip() and not ln.startswith("#")]
     expect(sorted(listed), sorted(_modules()), "modules-load.d lists the modules Kubernetes needs",
            detail=f.content_string)
 
 
-def test_modules_loaded(host):
-    container = _container(host)
+def test_modules_loaded(snap):
+    container = _container(snap)
     if container:
         pytest.skip(f"{container} container: kernel modules ({', '.join(_modules())}) are the host's and cannot be "
                     "loaded from inside; /etc/modules-load.d/k8s.conf is checked instead")
-    missing = [m for m in _modules() if not host.file(f"/sys/module/{m}").exists]
+    missing = [m for m in _modules() if not snap.file(f"/sys/module/{m}").exists]
     expect(missing, [], "the kernel modules Kubernetes needs are loaded (every missing one listed)",
-           detail=host.run("cat /proc/modules").stdout)
+           detail=snap.run("cat /proc/modules").stdout)
 
 
 def test_ipvs_tools(host):
@@ -136,42 +161,42 @@ def test_ipvs_tools(host):
     expect(missing, [], "ipvsadm and ipset are installed")
 
 
-def test_lab_ca_in_trust_store(host):
+def test_lab_ca_in_trust_store(snap):
     ca = Path(GV["lab_state_dir"]) / "ca.crt"
     pem = ca.read_text().strip()
-    anchors, bundle = TRUST_STORES[_family(host)]
-    anchor = host.file(f"{anchors}/labctl-{GV['lab_name']}-ca.crt")
+    anchors, bundle = TRUST_STORES[_family(snap)]
+    anchor = snap.file(f"{anchors}/labctl-{GV['lab_name']}-ca.crt")
     check(anchor.exists, "the lab CA is installed as a trust anchor", expected=anchor.path, found="missing")
     expect(anchor.content_string.strip(), pem, "the trust anchor is the lab's CA", detail=f"controller copy: {ca}")
     body = "".join(pem.splitlines()[1:-1])
-    check(body in "".join(host.file(bundle).content_string.splitlines()), "the lab CA is in the system bundle",
+    check(body in "".join(snap.file(bundle).content_string.splitlines()), "the lab CA is in the system bundle",
           expected=f"in {bundle}", found="absent (update-ca-certificates / update-ca-trust not run?)")
 
 
-def test_firewall_state(host):
+def test_firewall_state(host, snap):
     mode = GV.get("lab_firewall", "disabled")
     groups = set(_variables(host)["group_names"]) | ({"k8s_cluster"} if {"control_plane", "workers"}
                                                      & set(_variables(host)["group_names"]) else set())
-    firewalld = host.service("firewalld")
+    firewalld = snap.service("firewalld")
     if mode == "disabled":
         for name in ("firewalld", "ufw"):
-            svc = host.service(name)
-            running = host.run(f"systemctl is-active {name}")
+            svc = snap.service(name)
+            running = snap.run(f"systemctl is-active {name}")
             expect(running.stdout.strip() in ("inactive", "failed", "unknown", ""), True,
                    f"{name} is not running (host.firewall: disabled)", detail=output(running))
             check(not svc.is_enabled, f"{name} is not enabled at boot", expected="disabled or not installed",
                   found="enabled")
         return
     check(firewalld.is_running and firewalld.is_enabled, "firewalld runs and starts at boot (host.firewall: ports)",
-          expected="active, enabled", found=host.run("systemctl is-active firewalld; systemctl is-enabled firewalld")
+          expected="active, enabled", found=snap.run("systemctl is-active firewalld; systemctl is-enabled firewalld")
           .stdout.split())
     want = set().union(*(FIREWALL_PORTS[g] for g in groups if g in FIREWALL_PORTS))
-    out = host.run("firewall-cmd --zone=public --list-ports")
+    out = snap.run("firewall-cmd --zone=public --list-ports")
     ssh_port = str(_variables(host).get("ansible_port", 22))
     expect(set(out.stdout.split()) - {f"{ssh_port}/tcp"}, want, "the public zone opens exactly the Kubernetes ports",
            detail=output(out))
-    masq = host.run("firewall-cmd --zone=public --query-masquerade")
+    masq = snap.run("firewall-cmd --zone=public --query-masquerade")
     expect(masq.stdout.strip(), "yes", "masquerade is on in the public zone", detail=output(masq))
-    trusted = host.run("firewall-cmd --zone=trusted --list-interfaces")
+    trusted = snap.run("firewall-cmd --zone=trusted --list-interfaces")
     check(TRUSTED_INTERFACES <= set(trusted.stdout.split()), "cni0 and flannel.1 are in the trusted zone",
           expected=sorted(TRUSTED_INTERFACES), found=trusted.stdout.split(), detail=output(trusted))

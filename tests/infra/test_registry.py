@@ -8,6 +8,10 @@ registry host is pushed over TLS with auth, pulled on every worker through conta
 The password is read from the lab's state directory on the controller (or, on a worker,
 from containerd's own config) and never put in a command line testinfra logs or in a
 failure message.
+
+The checks that only read (the service, its config and storage, docker's login, each node's
+TLS trust) read the node's snapshot (`snap`, `snapshots[node]`, _snapshot.py), whose commands
+`snapshot_reads` lists; the round trip (push, pull, restart) and the journal run live on `host`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import pytest
 import yaml
 from _check import check, expect, output
 from _lab import group_vars, node_host
+from _snapshot import file_reads, service_reads
 
 testinfra_hosts = ["ansible://registry"]
 pytestmark = pytest.mark.xdist_group("registry")  # the round trip is ordered: push, pull, restart
@@ -39,6 +44,7 @@ ADDRESS = GV.get("lab_registry_address", "")
 AUTH = bool(GV.get("lab_registry_auth"))
 USER = GV.get("lab_registry_user", "")
 SERVICE = "docker-registry"
+RESTART_WAIT = 30  # seconds the registry gets to answer again after a restart
 WORKERS = [n["name"] for n in GV.get("lab_nodes", []) if n["role"] == "worker"]
 K8S_NODES = [n["name"] for n in GV.get("lab_nodes", []) if n["role"] in ("control-plane", "worker")]
 # One image per run, so a pull can only succeed if this run's push did.
@@ -72,22 +78,35 @@ def _get(path: str, auth: tuple[str, str] | None = None, accept: str = "") -> tu
         conn.close()
 
 
+def _curl_v2() -> str:
+    return f"curl -sS -o /dev/null -w '%{{http_code}}' https://{ADDRESS}/v2/"
+
+
+def snapshot_reads(node: dict) -> list[str]:
+    """The commands the read-only checks below run, per node (read once, _snapshot.py)."""
+    if node["role"] == "registry":
+        return [*service_reads(SERVICE), *file_reads("/etc/docker/registry/config.yml"),
+                *file_reads("/var/lib/docker-registry", "exists", "is_directory", "user"),
+                *file_reads("/root/.docker/config.json", "exists", "content")]
+    return [_curl_v2()] if node["name"] in K8S_NODES else []
+
+
 def _journal(host) -> str:
     return host.run(f"journalctl -u {SERVICE} -n 25 --no-pager -o cat").stdout
 
 
-def test_service_running(host):
-    svc = host.service(SERVICE)
+def test_service_running(host, snap):
+    svc = snap.service(SERVICE)
     check(svc.is_running and svc.is_enabled, f"{SERVICE} runs and starts at boot", expected="active, enabled",
-          found=host.run(f"systemctl is-active {SERVICE}; systemctl is-enabled {SERVICE}").stdout.split(),
-          detail=_journal(host))
+          found=lambda: host.run(f"systemctl is-active {SERVICE}; systemctl is-enabled {SERVICE}").stdout.split(),
+          detail=lambda: _journal(host))
 
 
-def test_storage_on_disk(host):
-    cfg = yaml.safe_load(host.file("/etc/docker/registry/config.yml").content_string)
+def test_storage_on_disk(snap):
+    cfg = yaml.safe_load(snap.file("/etc/docker/registry/config.yml").content_string)
     root = cfg.get("storage", {}).get("filesystem", {}).get("rootdirectory")
     expect(root, "/var/lib/docker-registry", "images are stored on disk in /var/lib/docker-registry")
-    d = host.file(root)
+    d = snap.file(root)
     check(d.is_directory and d.user == "docker-registry", f"{root} is a directory the registry owns",
           expected="directory owned by docker-registry", found=f"{'directory' if d.is_directory else 'missing'}"
           f"{', owner ' + d.user if d.exists else ''}")
@@ -132,17 +151,17 @@ def test_wrong_password_refused():
 
 
 @pytest.mark.parametrize("node", K8S_NODES)
-def test_node_trusts_registry(node):
+def test_node_trusts_registry(node, snapshots):
     """Every Kubernetes node reaches the registry by name over TLS with only its system trust store."""
-    out = node_host(node).run(f"curl -sS -o /dev/null -w '%{{http_code}}' https://{ADDRESS}/v2/")
+    out = snapshots[node].run(_curl_v2())
     expect(out.stdout.strip(), "401" if AUTH else "200", f"curl https://{ADDRESS}/v2/ from {node} (system CA store)",
            node=node, detail=output(out))
 
 
-def test_docker_logged_in(host):
+def test_docker_logged_in(snap):
     if not AUTH:
         pytest.skip("registry.auth is false in lab.yml: no login")
-    f = host.file("/root/.docker/config.json")
+    f = snap.file("/root/.docker/config.json")
     auths = json.loads(f.content_string).get("auths", {}) if f.exists else {}
     check(ADDRESS in auths, f"docker on the registry host is logged in to {ADDRESS}", expected=ADDRESS,
           found=sorted(auths))
@@ -160,7 +179,7 @@ def pushed(host):
 
 
 def test_push(pushed, host):
-    expect(pushed.rc, 0, f"docker push {IMAGE} over TLS with auth", detail=output(pushed) + "\n" + _journal(host))
+    expect(pushed.rc, 0, f"docker push {IMAGE} over TLS with auth", detail=lambda: output(pushed) + "\n" + _journal(host))
 
 
 def _pull_command() -> str:
@@ -186,18 +205,19 @@ def test_image_survives_restart(pushed, host):
     if pushed.rc != 0:
         pytest.fail(f"nothing to look for: the push failed (see test_push)\n{output(pushed)}")
     restart = host.run(f"systemctl restart {SERVICE}")
-    expect(restart.rc, 0, f"systemctl restart {SERVICE}", detail=output(restart) + "\n" + _journal(host))
+    expect(restart.rc, 0, f"systemctl restart {SERVICE}", detail=lambda: output(restart) + "\n" + _journal(host))
     auth = (USER, _password()) if AUTH else None
     status = 0
-    for _ in range(30):  # bounded: 30 x 1 s
+    deadline = time.monotonic() + RESTART_WAIT
+    while True:  # bounded by RESTART_WAIT; polled often, the registry is usually back within a second
         try:
             status, _ = _get("/v2/", auth=auth)
         except OSError:
             status = 0
-        if status == 200:
+        if status == 200 or time.monotonic() >= deadline:
             break
-        time.sleep(1)
-    expect(status, 200, f"{SERVICE} answers again after the restart", detail=_journal(host))
+        time.sleep(0.1)
+    expect(status, 200, f"{SERVICE} answers again after the restart", detail=lambda: _journal(host))
     accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
     status, _ = _get(f"/v2/labctl/verify/manifests/{TAG}", auth=auth, accept=accept)
-    expect(status, 200, f"{IMAGE} is still in the registry after the restart", detail=_journal(host))
+    expect(status, 200, f"{IMAGE} is still in the registry after the restart", detail=lambda: _journal(host))

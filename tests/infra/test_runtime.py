@@ -4,6 +4,10 @@ registry host (lab-reference §2).
 The checks read what containerd actually loaded (`containerd config dump`), not only the
 file: Debian's packaged config.toml has no SystemdCgroup line, so a file that is never read
 would pass a file-only check.
+
+Every check here only reads: they read the node's snapshot (`snap`, `snapshots[node]`,
+_snapshot.py), whose commands `snapshot_reads` lists; evidence (journal lines) is read live,
+only when a check fails.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import pytest
 import yaml
 from _check import check, expect, output
 from _lab import group_vars, node_host
+from _snapshot import command_v, file_reads, service_reads
 
 testinfra_hosts = ["ansible://k8s_cluster"]
 
@@ -44,20 +49,38 @@ def _cri(config: dict) -> tuple[dict, dict, dict]:
     return runc, images.get("registry", {}), {"sandbox": images.get("pinned_images", {}).get("sandbox")}
 
 
+def snapshot_reads(node: dict) -> list[str]:
+    """The commands the checks below run, per node (read once, _snapshot.py)."""
+    if node["role"] == "registry":
+        return [*service_reads("docker"), "docker info --format '{{.CgroupDriver}}'",
+                *file_reads(f"/etc/docker/certs.d/{REGISTRY}/ca.crt", "exists", "content")]
+    reads = [*service_reads("containerd"), *file_reads("/etc/containerd/config.toml", "mode", "content"),
+             "containerd config dump", *file_reads("/etc/crictl.yaml", "exists", "content"), "ctr version",
+             *command_v("crictl"), "crictl info"]
+    if REGISTRY:  # the ca path is hosts.toml's; the runtime role writes this one
+        reads += [*file_reads(f"{CERTS_DIR}/{REGISTRY}/hosts.toml", "exists", "content"),
+                  *file_reads(f"{CERTS_DIR}/{REGISTRY}/ca.crt")]
+    return reads
+
+
+def _journal(host, unit: str) -> str:
+    return host.run(f"journalctl -u {unit} -n 20 --no-pager -o cat").stdout
+
+
 @pytest.fixture(scope="module")
 def ca_pem() -> str:
     return (Path(GV["lab_state_dir"]) / "ca.crt").read_text().strip()
 
 
-def test_containerd_running(host):
-    svc = host.service("containerd")
+def test_containerd_running(host, snap):
+    svc = snap.service("containerd")
     check(svc.is_running and svc.is_enabled, "containerd runs and starts at boot", expected="active, enabled",
-          found=host.run("systemctl is-active containerd; systemctl is-enabled containerd").stdout.split(),
-          detail=host.run("journalctl -u containerd -n 20 --no-pager -o cat").stdout)
+          found=lambda: host.run("systemctl is-active containerd; systemctl is-enabled containerd").stdout.split(),
+          detail=lambda: _journal(host, "containerd"))
 
 
-def test_containerd_config_file(host):
-    f = host.file("/etc/containerd/config.toml")
+def test_containerd_config_file(snap):
+    f = snap.file("/etc/containerd/config.toml")
     expect(f.mode, 0o600, "config.toml is readable by root only (it holds the registry password)")
     cfg = tomllib.loads(f.content_string)
     runc, registry, sandbox = _cri(cfg)
@@ -66,9 +89,9 @@ def test_containerd_config_file(host):
     expect(registry.get("config_path"), CERTS_DIR, "config.toml points config_path at the hosts directory")
 
 
-def test_containerd_loaded_config(host):
+def test_containerd_loaded_config(snap):
     """What containerd runs with: proves the file above is the one it reads."""
-    out = host.run("containerd config dump")
+    out = snap.run("containerd config dump")
     expect(out.rc, 0, "containerd config dump works", detail=output(out))
     runc, registry, sandbox = _cri(tomllib.loads(out.stdout))
     expect(runc.get("SystemdCgroup"), True, "containerd runs runc with the systemd cgroup driver")
@@ -79,11 +102,11 @@ def test_containerd_loaded_config(host):
         expect(auth.get("username"), GV.get("lab_registry_user"), f"containerd has credentials for {REGISTRY}")
 
 
-def test_registry_hosts_toml(host, ca_pem):
+def test_registry_hosts_toml(snap, ca_pem):
     if not REGISTRY:
         pytest.skip("no registry node in lab.yml: nothing to trust")
     path = f"{CERTS_DIR}/{REGISTRY}/hosts.toml"
-    f = host.file(path)
+    f = snap.file(path)
     check(f.exists, f"{path} exists", expected="a file", found="missing")
     hosts = tomllib.loads(f.content_string)
     expect(hosts.get("server"), f"https://{REGISTRY}", "hosts.toml names the registry over https", detail=f.content_string)
@@ -91,27 +114,27 @@ def test_registry_hosts_toml(host, ca_pem):
     ca_path = entry.get("ca")
     check(ca_path, "hosts.toml trusts a CA for the registry", expected="ca = <path>", found=entry,
           detail=f.content_string)
-    expect(host.file(ca_path).content_string.strip(), ca_pem, f"{ca_path} is the lab CA")
+    expect(snap.file(ca_path).content_string.strip(), ca_pem, f"{ca_path} is the lab CA")
 
 
-def test_crictl_config(host):
-    f = host.file("/etc/crictl.yaml")
+def test_crictl_config(snap):
+    f = snap.file("/etc/crictl.yaml")
     check(f.exists, "/etc/crictl.yaml exists", expected="a file", found="missing")
     cfg = yaml.safe_load(f.content_string)
     expect(cfg.get("runtime-endpoint"), "unix:///run/containerd/containerd.sock", "crictl talks to containerd",
            detail=f.content_string)
 
 
-def test_ctr_talks_to_containerd(host):
-    out = host.run("ctr version")
+def test_ctr_talks_to_containerd(snap):
+    out = snap.run("ctr version")
     check(out.rc == 0 and "Server:" in out.stdout, "ctr reaches the containerd daemon", expected="a Server version",
           found=out.stdout.strip().splitlines()[-1:] or out.stderr.strip(), detail=output(out))
 
 
-def test_crictl_works(host):
-    if not host.exists("crictl"):
+def test_crictl_works(snap):
+    if not snap.exists("crictl"):
         pytest.skip("crictl is not installed yet: it comes with the Kubernetes packages (cri-tools, phase packages)")
-    out = host.run("crictl info")
+    out = snap.run("crictl info")
     expect(out.rc, 0, "crictl info answers through the CRI socket", detail=output(out))
     cfg = json.loads(out.stdout).get("config", {})
     expect(cfg.get("sandboxImage"), _sandbox_image(), "the CRI plugin reports the pinned sandbox image")
@@ -120,19 +143,19 @@ def test_crictl_works(host):
 # -- docker on the registry host -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("node", REGISTRY_NODES)
-def test_docker_systemd_cgroup_driver(node):
-    reg = node_host(node)
+def test_docker_systemd_cgroup_driver(node, snapshots):
+    reg = snapshots[node]
     svc = reg.service("docker")
     check(svc.is_running and svc.is_enabled, "docker runs and starts at boot", expected="active, enabled",
-          found=reg.run("systemctl is-active docker; systemctl is-enabled docker").stdout.split(), node=node,
-          detail=reg.run("journalctl -u docker -n 20 --no-pager -o cat").stdout)
+          found=lambda: node_host(node).run("systemctl is-active docker; systemctl is-enabled docker").stdout.split(),
+          node=node, detail=lambda: _journal(node_host(node), "docker"))
     out = reg.run("docker info --format '{{.CgroupDriver}}'")
     expect(out.stdout.strip(), "systemd", "docker info shows the systemd cgroup driver", node=node, detail=output(out))
 
 
 @pytest.mark.parametrize("node", REGISTRY_NODES)
-def test_docker_trusts_registry(node, ca_pem):
-    reg = node_host(node)
+def test_docker_trusts_registry(node, ca_pem, snapshots):
+    reg = snapshots[node]
     path = f"/etc/docker/certs.d/{REGISTRY}/ca.crt"
     f = reg.file(path)
     check(f.exists, f"{path} exists", expected="the lab CA", found="missing", node=node)
