@@ -284,10 +284,11 @@ def plan_layers(layers: list[str], facts: Facts, lab_vars: dict[str, Any], state
 def resolve_workers(workers: str) -> str:
     """'auto' -> half the cores, at most 4; serial ('0') below 2 workers.
 
-    Measured (bench/verify.py): each xdist worker costs about a second of CPU to start
-    (imports, ansible-inventory) while a check is ~50-100 ms of SSH latency over the
-    ControlPath; on the 2-core build machine serial beat -n 2 (1.4-1.6x slower with xdist).
-    Parallel workers pay off only with spare cores.
+    Measured (bench/verify.py): each xdist worker pays its own start (imports) and takes its
+    own node snapshots (tests/infra/_snapshot.py), while the node layers' reads are one
+    batched ssh round trip per node and the rest is the registry's ordered round trip; on
+    the 2-core build machine serial beat -n 2 (1.5x slower with xdist; 1.9 s vs 2.8 s for
+    host,runtime,registry). Parallel workers pay off only with spare cores.
     """
     if workers != "auto":
         return workers
