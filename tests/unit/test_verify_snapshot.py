@@ -165,3 +165,39 @@ def test_check_gathers_evidence_only_when_it_fails() -> None:
     with pytest.raises(check_mod.CheckFailed) as err:
         check_mod.expect("a", "b", "same", detail=lambda: "why")
     assert str(err.value) == "same\nexpected: b\nfound: a\ndetail:\nwhy"
+
+
+# ---------------------------------------------------------------- the suites' read lists
+
+def _lab_variant(change: str) -> dict:
+    from tests.unit.conftest import base_lab
+
+    d = base_lab()
+    if change == "firewall ports, ipvs":
+        d["host"]["firewall"] = "ports"
+        d["kubernetes"]["proxy_mode"] = "ipvs"
+    elif change == "no registry":
+        d["nodes"] = d["nodes"][:2]
+        d["kubernetes"]["mirror_images"] = False
+    return d
+
+
+@pytest.mark.parametrize("change", ["course lab", "firewall ports, ipvs", "no registry"])
+def test_every_suite_lists_its_reads_for_every_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     change: str) -> None:
+    from labctl.config import parse_lab
+    from labctl.inventory import write_inventory
+    from tests.unit.conftest import write_lab
+
+    data = _lab_variant(change)
+    lab_file = write_lab(tmp_path, data)
+    monkeypatch.setenv("LABCTL_INVENTORY", str(write_inventory(parse_lab(data, str(lab_file)), lab_file)))
+    monkeypatch.syspath_prepend(str(INFRA))
+    for name in ("test_host", "test_runtime", "test_registry"):
+        suite = _load(name)
+        for node in suite.GV["lab_nodes"]:
+            reads = suite.snapshot_reads(node)
+            assert reads and all(isinstance(r, str) and r for r in reads), (name, node["name"])
+            if change == "firewall ports, ipvs" and name == "test_host":
+                assert "firewall-cmd --zone=public --list-ports" in reads
+                assert "test -e /sys/module/ip_vs" in reads
