@@ -125,6 +125,8 @@ def test_host_state_reads_without_changing(tmp_path: Path) -> None:
     }}], "--check")["state"]
     assert result["changed"] is False
     assert result["packages_missing"] == ["labctl-no-such-package"]
+    dpkg_version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "dpkg"], capture_output=True, text=True).stdout
+    assert result["packages_installed"] == {"dpkg": dpkg_version}
     assert result["sysctls"] == {"kernel.ostype": "Linux", "labctl.no.such.key": None}
     assert result["kernel_modules_present"] == []
     assert result["paths"] == {str(small): True, str(tmp_path / "absent"): False}

@@ -20,7 +20,9 @@ options:
     elements: str
     default: []
   packages:
-    description: package names; those not installed are listed in C(packages_missing) (dpkg or rpm).
+    description:
+      - package names (dpkg or rpm); their versions are returned in C(packages_installed),
+        those not installed in C(packages_missing).
     type: list
     elements: str
     default: []
@@ -62,6 +64,10 @@ hostname:
   returned: always
 units:
   description: unit name as given -> load_state, active_state, unit_file_state (systemctl show).
+  type: dict
+  returned: always
+packages_installed:
+  description: package -> installed version, for the given packages that are installed.
   type: dict
   returned: always
 packages_missing:
@@ -129,24 +135,29 @@ def unit_states(module, units):
     return result
 
 
-def missing_packages(module, packages):
+def installed_packages(module, packages):
+    """name -> installed version, for the given packages that are installed (one dpkg-query, or rpm per name)."""
     if not packages:
-        return []
+        return {}
     dpkg_query = shutil.which("dpkg-query")
     if dpkg_query:
-        # one call; a name dpkg never heard of goes to stderr and is simply absent from stdout
-        rc, out, err = module.run_command([dpkg_query, "-W", "-f=${Package}\\t${db:Status-Abbrev}\\n", "--"]
+        # a name dpkg never heard of goes to stderr (rc 1) and is simply absent from stdout
+        rc, out, err = module.run_command([dpkg_query, "-W", "-f=${Package}\\t${db:Status-Abbrev}\\t${Version}\\n", "--"]
                                           + list(packages))
-        installed = set()
+        installed = {}
         for line in out.splitlines():
-            name, _, status = line.partition("\t")
-            if status.startswith("ii"):
-                installed.add(name)
-        return [p for p in packages if p not in installed]
+            fields = line.split("\t")
+            if len(fields) == 3 and fields[1].startswith("ii"):
+                installed[fields[0]] = fields[2]
+        return installed
     rpm = module.get_bin_path("rpm")
     if rpm:
-        return [p for p in packages
-                if module.run_command([rpm, "-q", "--whatprovides", "--", p])[0] != 0]
+        installed = {}
+        for p in packages:
+            rc, out, err = module.run_command([rpm, "-q", "--whatprovides", "--qf", "%{VERSION}\\n", "--", p])
+            if rc == 0 and out.strip():
+                installed[p] = out.splitlines()[0].strip()
+        return installed
     module.fail_json(msg="neither dpkg-query nor rpm is on this host: cannot tell which packages are installed")
 
 
@@ -180,11 +191,13 @@ def main():
     except (OSError, ValueError) as e:
         module.fail_json(msg="cannot read: %s" % e)
     static = read_text("/etc/hostname")
+    installed = installed_packages(module, p["packages"])
     module.exit_json(
         changed=False,
         hostname={"transient": socket.gethostname(), "static": static.strip() if static is not None else None},
         units=unit_states(module, p["units"]),
-        packages_missing=missing_packages(module, p["packages"]),
+        packages_installed=installed,
+        packages_missing=[name for name in p["packages"] if name not in installed],
         sysctls=sysctl_values(p["sysctls"]),
         kernel_modules_present=[m for m in p["kernel_modules"] if os.path.isdir(os.path.join("/sys/module", m))],
         paths={path: os.path.lexists(path) for path in p["paths"]},
