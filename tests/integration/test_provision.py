@@ -96,6 +96,51 @@ def test_no_secret_outside_secrets_dir(container_lab: ContainerLab, first, secon
     assert leaks == []
 
 
+def _node_sh(lab: ContainerLab, node: str, script: str) -> str:
+    res = subprocess.run(["docker", "exec", lab.container(node), "sh", "-c", script],
+                         capture_output=True, text=True, timeout=60)
+    return res.stdout.strip()
+
+
+def _changed_tasks(result: dict, host: str) -> set[str]:
+    rows = Path(result["tasks_path"]).read_text().splitlines()[1:]
+    return {r.split("\t")[2] for r in rows if r.split("\t")[3] == host and r.split("\t")[5] == "1"}
+
+
+def test_drift_is_shown_by_check_then_repaired(container_lab: ContainerLab, second) -> None:
+    """The roles skip what their one state read finds right: a node that drifted must still be
+    seen (--check, changing nothing) and repaired (a real run), then left alone."""
+    worker = next(n["name"] for n in container_lab.nodes if n["role"] == "worker")
+    _node_sh(container_lab, worker, "systemctl stop containerd && systemctl disable containerd 2>/dev/null;"
+             " systemctl unmask swap.target; echo '# drift' >> /etc/containerd/config.toml;"
+             " chmod 0600 /etc/crictl.yaml")
+    drifted = {
+        "containerd : Run containerd now and at boot",
+        "swap : Mask swap.target",
+        "containerd : Write containerd's configuration and trust the lab CA for the registry",
+    }
+
+    res, checked = provision(container_lab, "--check")
+    assert res.returncode == 0, explain(res)
+    assert drifted <= _changed_tasks(checked, worker), _changed_tasks(checked, worker)
+    assert _node_sh(container_lab, worker, "systemctl is-active containerd; systemctl is-enabled swap.target;"
+                    " tail -n 1 /etc/containerd/config.toml; stat -c %a /etc/crictl.yaml").split("\n") == \
+        ["inactive", "static", "# drift", "600"], "--check changed the node"
+    others = {h: r["changed"] for h, r in checked["recap"].items() if h != worker}
+    assert others == dict.fromkeys(others, 0)
+
+    res, repaired = provision(container_lab)
+    assert res.returncode == 0, explain(res)
+    assert drifted <= _changed_tasks(repaired, worker)
+    assert _node_sh(container_lab, worker, "systemctl is-active containerd; systemctl is-enabled containerd;"
+                    " systemctl is-enabled swap.target; grep -c '# drift' /etc/containerd/config.toml;"
+                    " stat -c %a /etc/crictl.yaml").split("\n") == ["active", "enabled", "masked", "0", "644"]
+
+    res, again = provision(container_lab)
+    assert res.returncode == 0, explain(res)
+    assert again["changed_total"] == 0, _changed_tasks(again, worker)
+
+
 def _results_for(log: Path, host: str) -> int:
     n = 0
     for line in log.read_text().splitlines():
