@@ -36,6 +36,31 @@ def base_lab() -> dict:
     return copy.deepcopy(BASE_LAB)
 
 
+# Lab shapes several suites need (the golden inventories are made from them).
+def lab_one_plus_three() -> dict:
+    d = base_lab()
+    d["name"] = "big-lab"
+    d["nodes"] = [d["nodes"][0]] + [
+        {"name": f"node{i}", "role": "worker", "ip": f"192.168.56.{30 + i}", "cpus": 2, "memory_mb": 2048}
+        for i in (1, 2, 3)
+    ] + [d["nodes"][2]]
+    return d
+
+
+def lab_existing() -> dict:
+    d = base_lab()
+    d["name"] = "real-lab"
+    d["provider"] = "existing"
+    d["os"] = "ubuntu2404"
+    d["kubernetes"]["proxy_mode"] = "ipvs"
+    d["kubernetes"]["version"] = "1.35"
+    d["host"]["firewall"] = "ports"
+    for n in d["nodes"]:
+        n.update(ssh_host=f"{n['name']}.example.test", ssh_user="admin", ssh_key="/keys/lab_ed25519")
+    d["nodes"][1]["ssh_port"] = 2222
+    return d
+
+
 def run_labctl(*args: str, cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess, as a user would."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -13,37 +13,13 @@ from labctl.config import parse_lab
 from labctl.inventory import render_inventory
 from labctl.runner import control_path_dir
 from labctl.state import StateDir
-from tests.unit.conftest import base_lab, run_labctl, write_lab
+from tests.unit.conftest import base_lab, lab_existing, lab_one_plus_three, run_labctl, write_lab
 
 GOLDEN = Path(__file__).parent / "golden"
 
 
 def lab_default() -> dict:
     return base_lab()
-
-
-def lab_one_plus_three() -> dict:
-    d = base_lab()
-    d["name"] = "big-lab"
-    d["nodes"] = [d["nodes"][0]] + [
-        {"name": f"node{i}", "role": "worker", "ip": f"192.168.56.{30 + i}", "cpus": 2, "memory_mb": 2048}
-        for i in (1, 2, 3)
-    ] + [d["nodes"][2]]
-    return d
-
-
-def lab_existing() -> dict:
-    d = base_lab()
-    d["name"] = "real-lab"
-    d["provider"] = "existing"
-    d["os"] = "ubuntu2404"
-    d["kubernetes"]["proxy_mode"] = "ipvs"
-    d["kubernetes"]["version"] = "1.35"
-    d["host"]["firewall"] = "ports"
-    for n in d["nodes"]:
-        n.update(ssh_host=f"{n['name']}.example.test", ssh_user="admin", ssh_key="/keys/lab_ed25519")
-    d["nodes"][1]["ssh_port"] = 2222
-    return d
 
 
 LABS = {"default": lab_default, "one-plus-three": lab_one_plus_three, "existing": lab_existing}

@@ -18,7 +18,7 @@ import yaml
 from labctl.config import parse_lab
 from labctl.inventory import write_inventory
 from labctl.verify_plugin import labctl_inventory, seed_testinfra_inventory
-from tests.unit.conftest import REPO, base_lab, write_lab
+from tests.unit.conftest import REPO, base_lab, lab_existing, lab_one_plus_three, write_lab
 
 
 def lab_without_registry() -> dict:
@@ -28,24 +28,8 @@ def lab_without_registry() -> dict:
     return d
 
 
-def lab_existing() -> dict:
-    d = base_lab()
-    d["provider"] = "existing"
-    d["os"] = "ubuntu2404"
-    for n in d["nodes"]:
-        n.update(ssh_host=f"{n['name']}.example.test", ssh_user="admin", ssh_key="/keys/lab_ed25519")
-    d["nodes"][1]["ssh_port"] = 2222
-    return d
-
-
-def lab_three_workers() -> dict:
-    d = base_lab()
-    d["nodes"][1:2] = [{"name": f"node{i}", "role": "worker", "ip": f"192.168.56.{30 + i}"} for i in (1, 2, 3)]
-    return d
-
-
 LABS = {"docker": base_lab, "no-registry": lab_without_registry, "existing": lab_existing,
-        "three-workers": lab_three_workers}
+        "one-plus-three": lab_one_plus_three}
 
 
 def generated(tmp_path: Path, data: dict) -> Path:
