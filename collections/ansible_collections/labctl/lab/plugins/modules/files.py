@@ -130,41 +130,36 @@ def set_attributes(module, path, want):
     module.set_fs_attributes_if_different(args, False)
 
 
+def ensure_attributes(module, path, item, changed):
+    """An existing path: owner, group and mode as wanted."""
+    what = attribute_changes(module, path, item)
+    if what:
+        changed.append({"path": path, "what": what})
+        if not module.check_mode:
+            set_attributes(module, path, item)
+
+
 def ensure_directory(module, item, changed):
     path = item["path"]
     if os.path.isdir(path):
-        what = attribute_changes(module, path, item)
-        if what and not module.check_mode:
-            set_attributes(module, path, item)
-    elif os.path.lexists(path):
+        return ensure_attributes(module, path, item, changed)
+    if os.path.lexists(path):
         module.fail_json(msg="%s exists and is not a directory" % path, changed_paths=changed)
-    else:
-        what = ["created"]
-        if not module.check_mode:
-            os.makedirs(path)
-            set_attributes(module, path, item)
-    if what:
-        changed.append({"path": path, "what": what})
-
-
-def ensure_attributes(module, item, changed):
-    dest = item["dest"]
-    if not os.path.lexists(dest):
-        if module.check_mode:  # an earlier task of this run may create it
-            return
-        module.fail_json(msg="%s does not exist (no content given: only its owner, group and mode are set)" % dest,
-                         changed_paths=changed)
-    what = attribute_changes(module, dest, item)
-    if what:
-        changed.append({"path": dest, "what": what})
-        if not module.check_mode:
-            set_attributes(module, dest, item)
+    changed.append({"path": path, "what": ["created"]})
+    if not module.check_mode:
+        os.makedirs(path)
+        set_attributes(module, path, item)
 
 
 def ensure_file(module, item, changed, before):
     dest = item["dest"]
-    if item["content"] is None:
-        return ensure_attributes(module, item, changed)
+    if item["content"] is None:  # attributes only
+        if os.path.lexists(dest):
+            return ensure_attributes(module, dest, item, changed)
+        if module.check_mode:  # an earlier task of this run may create it
+            return
+        module.fail_json(msg="%s does not exist (no content given: only its owner, group and mode are set)" % dest,
+                         changed_paths=changed)
     data = to_bytes(item["content"], errors="surrogate_or_strict")
     if os.path.isdir(dest):
         module.fail_json(msg="%s is a directory; a file was wanted there" % dest, changed_paths=changed)
