@@ -74,6 +74,7 @@ class Kubernetes(_Strict):
     proxy_mode: Literal["ipvs", "nftables", "iptables"] = "ipvs"
     dns_domain: str = "cluster.local"
     packages_dir: str | None = None  # offline .deb/.rpm directory on the controller
+    bundle: str | None = None  # offline bundle directory on the controller (`labctl bundle build`)
     mirror_images: bool = True  # pull every image from the lab registry
 
     @field_validator("pod_subnet", "service_subnet", mode="before")
