@@ -301,6 +301,14 @@ def cross_check(lab: Lab) -> list[Finding]:
     if lab.os not in PROVIDER_OS[lab.provider]:
         err("os", f"found {lab.os!r}; provider {lab.provider!r} supports: {', '.join(PROVIDER_OS[lab.provider])}")
 
+    if lab.kubernetes.bundle:
+        from labctl import bundle_manifest
+
+        rel = versions.KUBERNETES.get(lab.kubernetes.minor)
+        patch = lab.kubernetes.version if lab.kubernetes.version.count(".") == 2 else (rel.patch if rel else "")
+        for msg in bundle_manifest.problems(lab.kubernetes.bundle, patch, bundle_manifest.ROLE_BINARIES):
+            err("kubernetes.bundle", msg)
+
     # nodes -------------------------------------------------------------------
     net = lab.network.cidr
     seen_names: dict[str, int] = {}

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from labctl import versions
+from labctl import bundle_manifest, versions
 from labctl.config import Lab, Node
 from labctl.images import as_vars as lab_images_vars
 from labctl.images import registry_address
@@ -99,10 +99,13 @@ def group_vars_document(lab: Lab, state: StateDir) -> dict[str, Any]:
         "lab_proxy_mode": k8s.proxy_mode,
         "lab_dns_domain": k8s.dns_domain,
         "lab_packages_dir": k8s.packages_dir or "",
+        # the offline bundle's binaries, CNI plugins and image archives ({} without one)
+        "lab_bundle": bundle_manifest.as_vars(k8s.bundle),
         "lab_mirror_images": k8s.mirror_images,
         "lab_pause_version": rel.pause if rel else "",
         "lab_coredns_version": rel.coredns if rel else "",
         "lab_etcd_version": rel.etcd if rel else "",
+        "lab_containerd_series": versions.CONTAINERD_SERIES,
         # host
         "lab_firewall": lab.host.firewall,
         "lab_selinux": lab.host.selinux,
