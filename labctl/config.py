@@ -107,6 +107,12 @@ class Registry(_Strict):
     user: str = "labctl"
 
 
+class Box(_Strict):
+    # provider vagrant: the box; default labctl's own (libvirt, debian12) or labctl.providers.vagrant.BOXES
+    name: str | None = None  # a registry name (owner/box), an http(s):// URL or a local .box file
+    version: str | None = None  # the pinned box version (a registry name or a catalog URL)
+
+
 class Addons(_Strict):
     cni: Literal["flannel"] = "flannel"
     ingress: Literal["traefik", "ingress-nginx", "none"] = "traefik"
@@ -129,6 +135,7 @@ class Lab(_Strict):
     kubernetes: Kubernetes = Kubernetes()
     host: Host = Host()
     registry: Registry = Registry()
+    box: Box = Box()
     addons: Addons = Addons()
 
     # -- derived views -------------------------------------------------------
