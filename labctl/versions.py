@@ -47,6 +47,15 @@ KUBERNETES: dict[str, KubernetesRelease] = {
 }
 DEFAULT_KUBERNETES = "1.37"
 
+# containerd for the Kubernetes nodes: the 2.x minor series installed from Docker's containerd.io
+# packages wherever the lab reaches download.docker.com (apt: containerd.io=2.2.*, held; dnf: the
+# repository excludes containerd.io, installed as containerd.io-2.2.*). containerd's RELEASES.md
+# support table recommends 2.x for current Kubernetes (1.6 LTS ended July 2025, 1.7 LTS March 2026),
+# kubeadm's ContainerRuntimeVersionCheck warns about 1.x, and only 2.x answers the kubelet's
+# RuntimeConfig (cgroup driver) call. Without a source for 2.x the distribution's package stays
+# (Debian 12: 1.6, Ubuntu 24.04: 1.7) with a warning naming the pair.
+CONTAINERD_SERIES = "2.2"
+
 
 @dataclass(frozen=True)
 class AddonRelease:
