@@ -57,6 +57,7 @@ VARIANTS = dict([
     _variant("ha", provider="vagrant", cps=3, workers=2, proxy_mode="ipvs"),
     _variant("legacy", provider="vagrant", version="1.35", proxy_mode="iptables", pod_subnet="10.32.0.0/16"),
     _variant("noreg", registry=False, version="1.36", mirror_images=False, proxy_mode="iptables"),
+    _variant("single", workers=0),  # one node: it must take workloads and addons
 ])
 
 
@@ -298,3 +299,15 @@ def test_ha_endpoint_name_is_in_every_san_and_join(rendered: Rendered):
     except ValueError:
         is_ip = False
     assert is_ip == (len(rendered.cps) == 1)
+
+
+# -- a lab without workers ------------------------------------------------------------------------------
+def test_the_control_plane_is_untainted_only_without_workers(rendered: Rendered):
+    """kubeadm registers a control plane with node-role.kubernetes.io/control-plane:NoSchedule unless
+    nodeRegistration.taints is an empty list; nothing of the addons tolerates it, so a lab without
+    workers registers its control plane untainted (what kind/kubeadm users expect for one node)."""
+    reg = rendered.kind(rendered.init_file, "InitConfiguration")["nodeRegistration"]
+    if rendered.lab.workers:
+        assert "taints" not in reg
+    else:
+        assert reg["taints"] == []
