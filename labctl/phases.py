@@ -17,6 +17,9 @@ PHASES: tuple[str, ...] = (
     "addons",         # helm, ingress, metrics-server, web UI, monitoring
 )
 
+# The phases that need a running kubelet on the Kubernetes nodes.
+KUBELET_PHASES: tuple[str, ...] = ("control-plane", "join", "network", "addons")
+
 # The verify layers, in report order; a layer's checks need the phases listed.
 LAYERS: dict[str, tuple[str, ...]] = {
     "host": ("host",),

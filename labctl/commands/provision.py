@@ -135,7 +135,7 @@ def _recap_lines(result) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from labctl.phases import select
+    from labctl.phases import KUBELET_PHASES, select
     from labctl.provision import ProvisionOptions, provision
 
     if args.forks is not None and args.forks < 1:
@@ -143,6 +143,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--forks: found {args.forks}; give 1 or more")
     phases = select(args.phase, args.until)
     lab = load(args)
+    blocker = kubelet_blocker(lab, args.lab) if any(p in KUBELET_PHASES for p in phases) else ""
+    if blocker:
+        # no partial cluster: stop before kubeadm, with the reason, having changed nothing it would need
+        phases = [p for p in phases if p not in KUBELET_PHASES]
+        if not phases:
+            print(f"labctl provision {lab.name}: stopped before kubeadm: {blocker}", file=sys.stderr)
+            return 1
     opts = ProvisionOptions(phases=phases, limit=args.limit, check=args.check, diff=args.diff, forks=args.forks,
                             playbook=args.playbook)
     out = sys.stderr if args.json else sys.stdout
@@ -202,4 +209,16 @@ def run(args: argparse.Namespace) -> int:
             print("", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
+    if blocker and result.rc == 0:
+        print(f"\nstopped before kubeadm: {blocker}", file=sys.stderr)
+        return 1
     return result.rc
+
+
+def kubelet_blocker(lab, lab_file) -> str:
+    """Why the lab's nodes cannot run a kubelet ('' when they can, or where labctl cannot tell)."""
+    if lab.provider != "docker":
+        return ""
+    from labctl.providers.docker import DockerProvider
+
+    return DockerProvider(lab, lab_file).kubelet_blocker()

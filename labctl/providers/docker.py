@@ -96,6 +96,26 @@ class DockerProvider:
     def container(self, node: Node) -> str:
         return f"{self.lab.name}-{node.name}"
 
+    def kubelet_blocker(self) -> str:
+        """Why a kubelet cannot run in this lab's Kubernetes nodes ('' when it can).
+
+        The kubelet sets host-wide sysctls (vm.overcommit_memory, kernel.panic, kernel.panic_on_oops)
+        when they differ from what it wants; /proc/sys is read-only in a container that is not
+        privileged, so it exits at start. A writable /proc/sys would let it rewrite the host's kernel
+        settings, which a lab must not do: labctl runs nodes privileged only where the engine allows it.
+        """
+        nodes = [n for n in self.lab.nodes if n.role != "registry"]
+        res = _docker("inspect", "--format", "{{.Name}} {{.HostConfig.Privileged}}", *[self.container(n) for n in nodes])
+        plain = [ln.split()[0].lstrip("/") for ln in res.stdout.splitlines() if ln.split()[-1:] == ["false"]]
+        if not plain:
+            return ""
+        return (f"this host cannot run a kubelet in a container-lab node ({', '.join(plain)} not privileged: "
+                "this Docker engine refuses --privileged). The kubelet must set host-wide sysctls "
+                "(vm.overcommit_memory, kernel.panic, kernel.panic_on_oops) and /proc/sys is read-only in "
+                "the container; labctl does not change the host's kernel settings. The layers up to the "
+                "images phase are ready. Run the cluster on the VM lab instead (provider: vagrant, "
+                "see docs/vm-lab.md), or on a host whose Docker allows --privileged.")
+
     def containers(self) -> dict[str, dict[str, str]]:
         """{node name: {id, name, state}} of this lab's containers (by label)."""
         res = _docker("ps", "-a", "--no-trunc", "--filter", f"label=labctl.lab={self.lab.name}",

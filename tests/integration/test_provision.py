@@ -196,3 +196,18 @@ def test_node_killed_mid_run_is_reported_unreachable_then_up_and_provision_conve
     res, again = provision(container_lab)
     assert res.returncode == 0, explain(res)
     assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in again["recap"].values()), again["recap"]
+
+
+def test_kubeadm_phases_stop_before_kubeadm_where_no_kubelet_can_run(container_lab: ContainerLab, second) -> None:
+    """On an engine that refuses --privileged, the cluster phases stop before kubeadm with the reason."""
+    inspect = subprocess.run(["docker", "inspect", "--format", "{{.HostConfig.Privileged}}",
+                              container_lab.container("master")], capture_output=True, text=True, timeout=30)
+    if inspect.stdout.strip() == "true":
+        pytest.skip("this Docker engine runs privileged nodes: a kubelet can run here, the guard does not apply")
+    res = container_lab.run("provision", "--phase", "control-plane,join", "--no-progress", timeout=120)
+    assert res.returncode == 1, explain(res)
+    assert "stopped before kubeadm" in res.stderr and "cannot run a kubelet" in res.stderr, res.stderr
+    assert "docs/vm-lab.md" in res.stderr
+    left = subprocess.run(["docker", "exec", container_lab.container("master"), "ls", "/etc/kubernetes"],
+                          capture_output=True, text=True, timeout=30)
+    assert "admin.conf" not in left.stdout and "manifests" not in left.stdout, left.stdout
