@@ -3,11 +3,28 @@
 One table, read by `labctl check` (what may be chosen), by the inventory
 (group_vars carry the pins to the roles) and by `labctl images`.
 Nothing here is fetched: a version not in this table is refused.
+The versions themselves live in labctl/pins.yml (data only, shared with `labctl bundle build`);
+this module gives them their types and the ranges that go with them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PINS_FILE = Path(__file__).with_name("pins.yml")
+
+
+def load_pins(path: Path = PINS_FILE) -> dict[str, Any]:
+    """labctl/pins.yml as data."""
+    with path.open(encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+PINS = load_pins()
 
 # kubeadm's v1beta4 configuration API is served from 1.31 on.
 KUBEADM_V1BETA4_SINCE = (1, 31)
@@ -31,21 +48,13 @@ class KubernetesRelease:
     etcd: str  # etcd image tag
 
 
-# The pins per minor. `kubeadm config images list --kubernetes-version vX`
-# is the source of truth for pause/coredns/etcd.
+# The pins per minor (pins.yml `kubernetes`): pause/coredns/etcd are kubeadm's constants of
+# that patch (cmd/kubeadm/app/constants/constants.go), what `kubeadm config images list` prints.
 KUBERNETES: dict[str, KubernetesRelease] = {
-    r.minor: r
-    for r in (
-        KubernetesRelease("1.31", "1.31.14", "3.10", "v1.11.3", "3.5.24-0"),
-        KubernetesRelease("1.32", "1.32.13", "3.10", "v1.11.3", "3.5.24-0"),
-        KubernetesRelease("1.33", "1.33.9", "3.10", "v1.12.0", "3.5.24-0"),
-        KubernetesRelease("1.34", "1.34.5", "3.10.1", "v1.12.1", "3.6.5-0"),
-        KubernetesRelease("1.35", "1.35.2", "3.10.1", "v1.13.1", "3.6.6-0"),
-        KubernetesRelease("1.36", "1.36.1", "3.10.1", "v1.13.1", "3.6.6-0"),
-        KubernetesRelease("1.37", "1.37.0", "3.10.1", "v1.13.1", "3.6.6-0"),
-    )
+    str(minor): KubernetesRelease(str(minor), str(p["patch"]), str(p["pause"]), str(p["coredns"]), str(p["etcd"]))
+    for minor, p in PINS["kubernetes"].items()
 }
-DEFAULT_KUBERNETES = "1.37"
+DEFAULT_KUBERNETES = str(PINS["default_kubernetes"])
 
 # containerd for the Kubernetes nodes: the 2.x minor series installed from Docker's containerd.io
 # packages wherever the lab reaches download.docker.com (apt: containerd.io=2.2.*, held; dnf: the
@@ -70,47 +79,48 @@ class AddonRelease:
 
 
 # Keyed by the addons.<kind> value in lab.yml.
+_ADDON_PINS = {k: str(v) for k, v in PINS["addons"].items()}
 ADDONS: dict[str, AddonRelease] = {
     a.name: a
     for a in (
         # flannel v0.27.4 ships with flannel-cni-plugin v1.8.0-flannel1 (its kube-flannel.yml)
-        AddonRelease("flannel", "v0.27.4", "1.28", "1.37",
-                     images=("ghcr.io/flannel-io/flannel:v0.27.4",
-                             "ghcr.io/flannel-io/flannel-cni-plugin:v1.8.0-flannel1")),
+        AddonRelease("flannel", _ADDON_PINS["flannel"], "1.28", "1.37",
+                     images=(f"ghcr.io/flannel-io/flannel:{_ADDON_PINS['flannel']}",
+                             f"ghcr.io/flannel-io/flannel-cni-plugin:{_ADDON_PINS['flannel_cni_plugin']}")),
         # Chart pins, checked against the charts' releases (search tool, Nov 2026). The images each
         # pin runs are listed in the addon roles' vars/main.yml (labctl/addon_images.py reads them),
         # the value keys labctl sets in labctl/charts/<chart>.yml.
         # traefik chart 37.4.0 (Nov 2025, Traefik Proxy v3.6): Chart.yaml kubeVersion >=1.22.
-        AddonRelease("traefik", "37.4.0", "1.22", "1.37"),
+        AddonRelease("traefik", _ADDON_PINS["traefik"], "1.22", "1.37"),
         # ingress-nginx chart 4.15.1 = controller v1.15.1, the last release before the retirement.
         AddonRelease(
             "ingress-nginx",
-            "4.15.1",
+            _ADDON_PINS["ingress-nginx"],
             "1.30",
             "1.35",
             retired="ingress-nginx was retired upstream in March 2026 (last release "
             "controller v1.15.1 / chart 4.15.1); prefer addons.ingress: traefik",
         ),
         # metrics-server chart 3.13.0 = metrics-server v0.8.0 (Jul 2025).
-        AddonRelease("metrics-server", "3.13.0", "1.19", "1.37"),
+        AddonRelease("metrics-server", _ADDON_PINS["metrics-server"], "1.19", "1.37"),
         # headlamp chart 0.38.0 = Headlamp v0.38.0.
-        AddonRelease("headlamp", "0.38.0", "1.24", "1.37"),
+        AddonRelease("headlamp", _ADDON_PINS["headlamp"], "1.24", "1.37"),
         # kubernetes-dashboard chart 7.14.0 (Oct 2025): the last chart (api 1.14.0, auth 1.4.0).
         AddonRelease(
             "kubernetes-dashboard",
-            "7.14.0",
+            _ADDON_PINS["kubernetes-dashboard"],
             "1.27",
             "1.34",
             retired="the Kubernetes Dashboard was archived in January 2026; "
             "prefer addons.dashboard: headlamp",
         ),
         # kube-prometheus-stack chart 79.5.0 (Nov 2025).
-        AddonRelease("kube-prometheus-stack", "79.5.0", "1.25", "1.37"),
+        AddonRelease("kube-prometheus-stack", _ADDON_PINS["kube-prometheus-stack"], "1.25", "1.37"),
         # Helm 3.19.2: Helm's version-skew table lists 3.19.x for Kubernetes 1.34-1.31 and calls
         # newer clusters "at your own risk"; labctl uses only `helm upgrade --install`, `list` and
         # `get values` with charts of stable APIs on 1.35-1.37. A Helm 4 pin (with per-arch sha256
         # in roles/helm/vars/main.yml) would bring the documented range up to date.
-        AddonRelease("helm", "3.19.2", "1.31", "1.37"),
+        AddonRelease("helm", _ADDON_PINS["helm"], "1.31", "1.37"),
     )
 }
 

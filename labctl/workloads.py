@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from labctl.state import REPO_ROOT
+from labctl.versions import PINS
 
 TEMPLATE_DIR = REPO_ROOT / "tests" / "infra" / "workloads"
 MANAGED_BY = "labctl-verify"
@@ -25,10 +26,11 @@ SELECTOR = f"{LABEL}={MANAGED_BY}"
 NAMESPACE_PREFIX = "labctl-verify-"
 # the steps, in the order the test applies them
 STEPS = ("namespace", "whoami", "scheduling", "volumes", "nfs", "nfs-reader", "ingress", "hpa", "load")
-# upstream images the workloads use; mirrored to the lab registry with the other images
+# upstream images the workloads use; mirrored to the lab registry with the other images.
+# Tags from labctl/pins.yml (bundle.whoami, bundle.busybox: what `labctl bundle build` builds).
 WORKLOAD_IMAGES = {
-    "whoami": "docker.io/traefik/whoami:v1.11.0",  # answers "Hostname: <pod>" on --port
-    "busybox": "docker.io/library/busybox:1.37.0",  # client, jobs, httpd + CGI for the HPA
+    "whoami": f"docker.io/traefik/whoami:{PINS['bundle']['whoami']['version']}",  # answers "Hostname: <pod>" on --port
+    "busybox": f"docker.io/library/busybox:{PINS['bundle']['busybox']['version']}",  # client, jobs, httpd + CGI for the HPA
 }
 NODEPORT = 30000  # the course's NodePort
 NFS_EXPORT = "/srv/nfs/labctl"  # the nfs role's default nfs_export_dir

@@ -100,7 +100,8 @@ def test_cli_lists_source_and_mirror(tmp_path: Path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == len(lab_images(_lab()))
-    assert any(line.split() == ["registry.k8s.io/pause:3.10.1", "->", "registry:5000/pause:3.10.1"] for line in lines)
+    pause = versions.KUBERNETES[versions.DEFAULT_KUBERNETES].pause
+    assert any(line.split() == [f"registry.k8s.io/pause:{pause}", "->", f"registry:5000/pause:{pause}"] for line in lines)
 
 
 def test_cli_push_refused_without_mirroring(tmp_path: Path):

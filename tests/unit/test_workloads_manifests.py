@@ -78,7 +78,7 @@ def test_images_come_from_the_lab_registry(rendered):
     images = {c["image"] for d in _all(rendered) for t in _pod_templates(d) if "spec" in t and "containers" in t["spec"]
               for c in t["spec"]["containers"]}
     images |= {c["image"] for d in _all(rendered) if d["kind"] == "Pod" for c in d["spec"]["containers"]}
-    assert images == {"registry:5000/traefik/whoami:v1.11.0", "registry:5000/library/busybox:1.37.0"}
+    assert images == {"registry:5000/traefik/whoami:v1.11.0", "registry:5000/library/busybox:1.35.0"}
     assert workloads.mirror_images({**GV, "lab_mirror_images": False}) == workloads.WORKLOAD_IMAGES
 
 
