@@ -10,19 +10,33 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from labctl import versions
+from labctl import ports, versions
 from labctl.errors import UserError
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 VERSION_RE = re.compile(r"^1\.\d{1,2}(\.\d{1,3})?$")
+# A user name that useradd, sshd and htpasswd all take: a letter or '_', then letters, digits, '_', '.', '-'.
+USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+USER_RULE = "a user name: a letter or '_', then letters, digits, '_', '.' or '-', at most 32"
+
+
+def _not_empty(v: str) -> str:
+    if not v.strip():
+        raise ValueError("must not be empty; write a value or remove the key")
+    return v
+
+
+# Every string lab.yml holds: an empty (or blank) one is refused, never taken as "not set".
+Text = Annotated[str, AfterValidator(_not_empty)]
 
 Provider = Literal["vagrant", "docker", "existing"]
 OsName = Literal["debian12", "ubuntu2404", "rocky9"]
@@ -41,15 +55,15 @@ class _Strict(BaseModel):
 
 
 class Node(_Strict):
-    name: str = Field(description="host name, a DNS label")
+    name: Text = Field(description="host name, a DNS label")
     role: Role
     ip: ipaddress.IPv4Address = Field(description="address on the node network")
     cpus: int = Field(2, ge=1, le=64)
     memory_mb: int = Field(2048, ge=512, le=262144)
     # provider: existing — how to reach a real machine
-    ssh_host: str | None = None
-    ssh_user: str | None = None
-    ssh_key: str | None = None
+    ssh_host: Text | None = None
+    ssh_user: Text | None = None
+    ssh_key: Text | None = None  # a private key file on the controller
     ssh_port: int = Field(22, ge=1, le=65535)
 
     @field_validator("ip", mode="before")
@@ -72,8 +86,8 @@ class Kubernetes(_Strict):
     pod_subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("10.244.0.0/16")
     service_subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("10.254.0.0/16")
     proxy_mode: Literal["ipvs", "nftables", "iptables"] = "ipvs"
-    dns_domain: str = "cluster.local"
-    packages_dir: str | None = None  # offline .deb/.rpm directory on the controller
+    dns_domain: Text = "cluster.local"
+    packages_dir: Text | None = None  # offline .deb/.rpm directory on the controller
     bundle: str | None = None  # offline bundle directory on the controller (`labctl bundle build`)
     mirror_images: bool = True  # pull every image from the lab registry
 
@@ -104,7 +118,7 @@ class Host(_Strict):
 class Registry(_Strict):
     port: int = Field(5000, ge=1, le=65535)
     auth: bool = True  # htpasswd auth with a generated password
-    user: str = "labctl"
+    user: Text = "labctl"
 
 
 class Box(_Strict):
@@ -127,7 +141,7 @@ class Addons(_Strict):
 
 
 class Lab(_Strict):
-    name: str
+    name: Text
     provider: Provider
     os: OsName = "debian12"
     network: Network
@@ -254,7 +268,122 @@ def _finding_from_pydantic(err: dict[str, Any]) -> Finding:
 # ---------------------------------------------------------------------------
 
 
-def parse_lab(data: Any, source: str = "lab.yml") -> Lab:
+class _DuplicateKeys(Exception):
+    def __init__(self, findings: list[Finding]):
+        self.findings = findings
+        super().__init__(findings)
+
+
+def _duplicate_keys(node: yaml.Node, loc: tuple[Any, ...], seen: set[int]) -> list[Finding]:
+    """Every mapping key written twice under `node`, as yamllint's key-duplicates rule finds them."""
+    if id(node) in seen:  # an alias: its anchor's node was walked already
+        return []
+    seen.add(id(node))
+    out: list[Finding] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[tuple[str, str], yaml.Node] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                ident = (key.tag, key.value)
+                if ident in first:
+                    out.append(Finding("error", format_path((*loc, key.value)),
+                                       f"line {key.start_mark.line + 1}: key {key.value!r} written twice (first at line "
+                                       f"{first[ident].start_mark.line + 1}); remove one"))
+                first.setdefault(ident, key)
+                out += _duplicate_keys(value, (*loc, key.value), seen)
+            else:
+                out += _duplicate_keys(value, loc, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out += _duplicate_keys(item, (*loc, i), seen)
+    return out
+
+
+class LabLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping key written twice (instead of the last one silently winning)."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        duplicates = _duplicate_keys(node, (), set())
+        if duplicates:
+            raise _DuplicateKeys(duplicates)
+        return super().construct_document(node)
+
+
+def _controller_path(path: str, where: str, kind: Literal["file", "dir", "any"]) -> tuple[Path | None, str]:
+    """(the path, "") when `path` on this machine is a readable `kind`, else (None, what is wrong)."""
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        return None, (f"found {path!r}, a relative path; write an absolute path (or ~/...): {where} is read by "
+                      "labctl and by Ansible, which run in different directories")
+    if not p.exists():
+        return None, f"found {path!r}; no such {'directory' if kind == 'dir' else 'file'} on this machine"
+    if kind == "dir" and not p.is_dir():
+        return None, f"found {path!r}, which is not a directory"
+    if kind == "file" and not p.is_file():
+        return None, f"found {path!r}, which is not a file"
+    if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):
+        return None, f"found {path!r}, which this user cannot read"
+    return p, ""
+
+
+def controller_check(lab: Lab) -> list[Finding]:
+    """The paths lab.yml names on the machine labctl runs on: each exists, has the right kind and holds what it must."""
+    out: list[Finding] = []
+    err = lambda p, m: out.append(Finding("error", p, m))  # noqa: E731
+    for i, n in enumerate(lab.nodes):
+        if n.ssh_key is None:
+            continue
+        key, problem = _controller_path(n.ssh_key, "the key", "file")
+        if key is None:
+            err(f"nodes[{i}].ssh_key", problem)
+            continue
+        with key.open("rb") as fh:
+            head = fh.read(64)
+        if not (head.startswith(b"-----BEGIN ") and b"PRIVATE KEY-----" in head.split(b"\n")[0]):
+            public = " (it looks like a public key: name the file without .pub)" if head.startswith(b"ssh-") else ""
+            err(f"nodes[{i}].ssh_key", f"found {n.ssh_key!r}, which holds no private key{public}; expected a "
+                "'-----BEGIN ... PRIVATE KEY-----' file, as ssh -i takes")
+    k8s = lab.kubernetes
+    if k8s.packages_dir is not None:
+        pkgs, problem = _controller_path(k8s.packages_dir, "the directory", "dir")
+        if pkgs is None:
+            err("kubernetes.packages_dir", problem)
+        else:
+            missing = packages_dir_missing(lab, pkgs)
+            if missing:
+                err("kubernetes.packages_dir", f"{k8s.packages_dir} lacks {', '.join(missing)}; put them there, "
+                    "or remove packages_dir to download them")
+    bundle = getattr(k8s, "bundle", None)  # its contents are checked where the bundle is read
+    if bundle is not None and not Path(bundle).expanduser().exists():
+        err("kubernetes.bundle", f"found {bundle!r}; no such file or directory on this machine")
+    return out
+
+
+def packages_dir_missing(lab: Lab, pkgs: Path) -> list[str]:
+    """What the packages and addons phases take from kubernetes.packages_dir and it does not hold.
+
+    The kubernetes_packages role installs every .deb (.rpm on rocky9) there and needs kubeadm,
+    kubelet and kubectl at the lab's exact version; with a Helm-installed addon, the helm role
+    copies Helm's release tarball (helm-v<version>-linux-<arch>.tar.gz) from there.
+    """
+    ext = "rpm" if lab.os == "rocky9" else "deb"
+    k8s = lab.kubernetes
+    rel = versions.KUBERNETES.get(k8s.minor)
+    patch = k8s.version if k8s.version.count(".") == 2 else (rel.patch if rel else k8s.version)
+    names = {m.group(1) for f in pkgs.glob(f"*.{ext}") if patch in f.name
+             for m in [re.match(r"^([a-z-]+?)[-_][0-9]", f.name)] if m}
+    missing = [f"{name} {patch} (.{ext})" for name in ("kubeadm", "kubelet", "kubectl") if name not in names]
+    addons = lab.addons
+    helm_addons = [addons.ingress, addons.dashboard, addons.monitoring] + (["metrics-server"] if addons.metrics_server else [])
+    if any(a != "none" for a in helm_addons):
+        helm = versions.ADDONS["helm"].version
+        if not any(pkgs.glob(f"helm-v{helm}-linux-*.tar.gz")):
+            missing.append(f"helm-v{helm}-linux-<arch>.tar.gz")
+    return missing
+
+
+def parse_lab(data: Any, source: str = "lab.yml", *, controller: bool = False) -> Lab:
+    """Validate lab.yml's data; `controller` also checks the paths it names on this machine."""
     if not isinstance(data, dict):
         found = "an empty file" if data is None else f"a {type(data).__name__}"
         raise LabError(source, [Finding("error", "", f"expected a mapping of keys (name, provider, nodes, ...), found {found}")])
@@ -264,6 +393,8 @@ def parse_lab(data: Any, source: str = "lab.yml") -> Lab:
         findings = [_finding_from_pydantic(e) for e in exc.errors()]
         raise LabError(source, findings) from None
     errors = [f for f in cross_check(lab) if f.level == "error"]
+    if controller:
+        errors += controller_check(lab)
     if errors:
         raise LabError(source, errors)
     return lab
@@ -279,14 +410,16 @@ def load_lab(path: Path) -> Lab:
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise UserError(f"{source}: cannot read: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=LabLoader)  # noqa: S506 -- a SafeLoader
+    except _DuplicateKeys as exc:
+        raise LabError(source, exc.findings) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         raise LabError(source, [Finding("error", "", f"YAML syntax error at {where}: {exc.problem}")]) from None
     except yaml.YAMLError as exc:
         raise LabError(source, [Finding("error", "", f"YAML error: {exc}")]) from None
-    return parse_lab(data, source)
+    return parse_lab(data, source, controller=True)
 
 
 def lab_warnings(lab: Lab) -> list[Finding]:
@@ -351,10 +484,15 @@ def cross_check(lab: Lab) -> list[Finding]:
             for key, value in ssh_fields.items():
                 if key != "ssh_key" and not value:
                     err(f"{p}.{key}", "required for provider 'existing' (how labctl reaches this machine)")
+            if n.ssh_user and not USER_RE.match(n.ssh_user):
+                err(f"{p}.ssh_user", f"found {n.ssh_user!r}; expected {USER_RULE}")
         else:
             for key, value in ssh_fields.items():
                 if value:
                     err(f"{p}.{key}", f"only used with provider 'existing' (this lab's provider is {lab.provider!r}); remove it")
+            if n.ssh_port != 22:
+                err(f"{p}.ssh_port", f"found {n.ssh_port}; only used with provider 'existing' (this lab's provider is "
+                    f"{lab.provider!r}, whose nodes answer SSH on 22); remove it")
 
     cps = lab.control_planes
     if not cps:
@@ -441,8 +579,36 @@ def cross_check(lab: Lab) -> list[Finding]:
         if port in used:
             err(path, f"NodePort {port} is already used by {used[port]}")
         used.setdefault(port, path)
+    out.extend(port_collisions(lab))
+
+    # registry ----------------------------------------------------------------
+    if not USER_RE.match(lab.registry.user):
+        err("registry.user", f"found {lab.registry.user!r}; expected {USER_RULE}")
 
     # host --------------------------------------------------------------------
     if lab.host.selinux == "disabled" and lab.os != "rocky9":
         warn("host.selinux", f"SELinux is not used on {lab.os}; the setting only applies to rocky9")
+    return out
+
+
+def port_collisions(lab: Lab) -> list[Finding]:
+    """Every port lab.yml sets on a host against what that host already serves (labctl.ports)."""
+    out: list[Finding] = []
+    addons = lab.addons.model_dump()
+    for i, n in enumerate(lab.nodes):
+        ssh_port = n.ssh_port if lab.provider == "existing" else 22
+        served = ports.served_on(n.role, ssh_port, addons)
+        mine: list[tuple[str, int]] = []  # (field path, port) lab.yml sets on this host
+        if lab.provider == "existing":
+            mine.append((f"nodes[{i}].ssh_port", n.ssh_port))
+        if n.role == "registry":
+            mine.append(("registry.port", lab.registry.port))
+        for path, port in mine:
+            others = [s for s in served if not (path.endswith(".ssh_port") and s.what == "sshd")]
+            hit = next((s for s in others if port in s), None)
+            if hit is None:
+                continue
+            out.append(Finding("error", path, f"found {port}, already taken on {n.role} node {n.name!r} (nodes[{i}]) "
+                               f"by {hit}; choose a port outside what that host serves: "
+                               f"{', '.join(str(s) for s in others)}"))
     return out
