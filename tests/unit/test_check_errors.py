@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.conftest import base_lab, run_labctl, write_lab
+from tests.unit.conftest import REPO, base_lab, run_labctl, write_lab
 
 
 def _set(path: str, value):
@@ -45,6 +45,28 @@ def _chain(*fs):
         return d
     return mutate
 
+
+def _existing(d: dict) -> dict:
+    """provider existing, every node reachable (no ssh_key: ssh's defaults)."""
+    d["provider"] = "existing"
+    for n in d["nodes"]:
+        n.update(ssh_host=n["ip"], ssh_user="admin")
+    return d
+
+
+# A small lab written by hand, for the cases that are about its text (line numbers).
+RAW = """\
+name: k8s-lab
+provider: docker
+network: {cidr: 192.168.56.0/24}
+nodes:
+  - name: master
+    role: control-plane
+    ip: 192.168.56.21
+  - {name: registry, role: registry, ip: 192.168.56.100}
+kubernetes: {proxy_mode: nftables}
+"""
+_RAW_LINES = RAW.splitlines(keepends=True)
 
 CP = {"name": "master", "role": "control-plane", "ip": "192.168.56.21", "cpus": 2, "memory_mb": 2048}
 WK = {"name": "node", "role": "worker", "ip": "192.168.56.31"}
@@ -114,6 +136,52 @@ CASES: list[tuple[str, object, str, str]] = [
      "only used with provider 'existing'"),
     ("existing-without-ssh", _set("provider", "existing"), "nodes[0].ssh_host", "required for provider 'existing'"),
     ("metrics-not-bool", _set("addons.metrics_server", "yes"), "addons.metrics_server", "'yes'"),
+    # issue #13 -- a port lab.yml sets on a port the same host already serves
+    ("registry-port-sshd", _set("registry.port", 22), "registry.port",
+     "found 22, already taken on registry node 'registry' (nodes[2]) by 22 (sshd)"),
+    ("registry-port-nfs", _set("registry.port", 2049), "registry.port", "by 2049 (the NFS server)"),
+    ("registry-port-rpcbind", _set("registry.port", 111), "registry.port", "by 111 (rpcbind, for NFS)"),
+    ("registry-port-on-ssh-port", _chain(_existing, _set("nodes[2].ssh_port", 5000)), "registry.port",
+     "found 5000, already taken on registry node 'registry' (nodes[2]) by 5000 (sshd)"),
+    ("ssh-port-api-server", _chain(_existing, _set("nodes[0].ssh_port", 6443)), "nodes[0].ssh_port",
+     "by 6443 (the Kubernetes API server)"),
+    ("ssh-port-etcd", _chain(_existing, _set("nodes[0].ssh_port", 2380)), "nodes[0].ssh_port", "by 2379-2380 (etcd)"),
+    ("ssh-port-kubelet", _chain(_existing, _set("nodes[1].ssh_port", 10250)), "nodes[1].ssh_port", "by 10250 (the kubelet API)"),
+    ("ssh-port-nodeport-range", _chain(_existing, _set("nodes[1].ssh_port", 30022)), "nodes[1].ssh_port",
+     "by 30000-32767 (the NodePort range)"),
+    ("ssh-port-nfs", _chain(_existing, _set("nodes[2].ssh_port", 2049)), "nodes[2].ssh_port", "by 2049 (the NFS server)"),
+    ("ssh-port-without-existing", _set("nodes[1].ssh_port", 2222), "nodes[1].ssh_port", "only used with provider 'existing'"),
+    # issue #13 -- an empty string where a value is required
+    ("empty-registry-user", _set("registry.user", ""), "registry.user",
+     "must not be empty; write a value or remove the key (found '')"),
+    ("blank-lab-name", _set("name", "  "), "name", "must not be empty"),
+    ("empty-node-name", _set("nodes[1].name", ""), "nodes[1].name", "must not be empty"),
+    ("empty-dns-domain", _set("kubernetes.dns_domain", ""), "kubernetes.dns_domain", "must not be empty"),
+    ("empty-packages-dir", _set("kubernetes.packages_dir", ""), "kubernetes.packages_dir", "must not be empty"),
+    ("empty-ssh-user", _chain(_existing, _set("nodes[0].ssh_user", "")), "nodes[0].ssh_user", "must not be empty"),
+    ("empty-ssh-host", _chain(_existing, _set("nodes[1].ssh_host", "")), "nodes[1].ssh_host", "must not be empty"),
+    ("registry-user-colon", _set("registry.user", "lab:ctl"), "registry.user", "expected a user name"),
+    ("registry-user-space", _set("registry.user", "lab ctl"), "registry.user", "expected a user name"),
+    ("ssh-user-invalid", _chain(_existing, _set("nodes[1].ssh_user", "-admin")), "nodes[1].ssh_user", "expected a user name"),
+    # issue #13 -- a path on the controller that is not there, or not what it must be
+    ("packages-dir-missing", _set("kubernetes.packages_dir", "/nonexistent"), "kubernetes.packages_dir",
+     "found '/nonexistent'; no such directory on this machine"),
+    ("packages-dir-relative", _set("kubernetes.packages_dir", "pkgs"), "kubernetes.packages_dir", "a relative path"),
+    ("packages-dir-a-file", _set("kubernetes.packages_dir", str(REPO / "README.md")), "kubernetes.packages_dir",
+     "not a directory"),
+    ("packages-dir-without-packages", _set("kubernetes.packages_dir", str(REPO / "docs")), "kubernetes.packages_dir",
+     "lacks kubeadm"),
+    ("ssh-key-missing", _chain(_existing, _set("nodes[1].ssh_key", "/nonexistent/id_ed25519")), "nodes[1].ssh_key",
+     "no such file on this machine"),
+    ("ssh-key-a-directory", _chain(_existing, _set("nodes[1].ssh_key", str(REPO))), "nodes[1].ssh_key", "not a file"),
+    ("ssh-key-not-a-key", _chain(_existing, _set("nodes[1].ssh_key", str(REPO / "README.md"))), "nodes[1].ssh_key",
+     "holds no private key"),
+    # issue #13 -- a key written twice
+    ("duplicate-top-key", RAW + "name: other\n", "name", "line 10: key 'name' written twice (first at line 1)"),
+    ("duplicate-node-key", "".join(_RAW_LINES[:7] + ["    name: master2\n"] + _RAW_LINES[7:]), "nodes[0].name",
+     "line 8: key 'name' written twice (first at line 5)"),
+    ("duplicate-flow-key", RAW.replace("ip: 192.168.56.100}", "ip: 192.168.56.100, role: worker}"), "nodes[1].role",
+     "line 8: key 'role' written twice (first at line 8)"),
 ]
 
 
@@ -180,3 +248,38 @@ def test_all_errors_are_reported_at_once(tmp_path: Path):
     r = run_labctl("check", "--lab", str(lab), cwd=tmp_path)
     assert r.returncode == 2
     assert "nodes[1].ip" in r.stderr and "nodes[2].name" in r.stderr
+
+
+def test_controller_paths_that_hold_what_they_must_pass(tmp_path: Path):
+    """A packages_dir with kubeadm/kubelet/kubectl at the lab's version and Helm's tarball, and a private key."""
+    from labctl import versions
+
+    d = _existing(base_lab())
+    patch = versions.KUBERNETES[d["kubernetes"]["version"]].patch
+    pkgs = tmp_path / "pkgs"
+    pkgs.mkdir()
+    for name in ("kubeadm", "kubelet", "kubectl", "cri-tools", "kubernetes-cni"):
+        (pkgs / f"{name}_{patch}-1.1_amd64.deb").write_bytes(b"")
+    (pkgs / f"helm-v{versions.ADDONS['helm'].version}-linux-amd64.tar.gz").write_bytes(b"")
+    key = tmp_path / "id_ed25519"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n")
+    d["kubernetes"]["packages_dir"] = str(pkgs)
+    d["nodes"][1]["ssh_key"] = str(key)
+    d["nodes"][1]["ssh_port"] = 2222
+    r = run_labctl("check", "--lab", str(write_lab(tmp_path, d)), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # without Helm's tarball, a lab with Helm-installed addons is refused; with none, it is not needed
+    next(pkgs.glob("helm-*")).unlink()
+    r = run_labctl("check", "--lab", str(write_lab(tmp_path, d)), cwd=tmp_path)
+    assert r.returncode == 2 and "kubernetes.packages_dir:" in r.stderr and "helm-v" in r.stderr, r.stderr
+    d["addons"].update(ingress="none", dashboard="none", monitoring="none", metrics_server=False)
+    r = run_labctl("check", "--lab", str(write_lab(tmp_path, d)), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_anchors_and_merge_keys_are_not_duplicates(tmp_path: Path):
+    """`<<: *anchor` then a key of the anchor's overrides it (YAML's merge); yamllint allows it too."""
+    text = RAW.replace("  - name: master\n", "  - &cp\n    name: master\n").replace(
+        "  - {name: registry,", "  - <<: *cp\n    name: master2\n    ip: 192.168.56.22\n  - {name: registry,")
+    r = run_labctl("check", "--lab", str(write_lab(tmp_path, text)), cwd=tmp_path)
+    assert r.returncode == 0, text + r.stdout + r.stderr
