@@ -20,7 +20,6 @@ COMMANDS = (
     "up", "down", "status", "ssh", "box",
     "provision", "verify",
     "images", "kubeconfig", "dashboard", "grafana",
-    "bundle",
 )
 
 EPILOG = """\
