@@ -12,6 +12,7 @@ defence, this is the second.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -81,6 +82,19 @@ def ensure_secrets(state: StateDir) -> None:
         state.secret(name)
 
 
+def _base64_needles(value: str) -> set[str]:
+    """The parts of base64(<any prefix> + value + <any suffix>) that value alone decides, for each of
+    base64's three alignments: the 4-character groups made of value's bytes only (12 characters or more)."""
+    raw = value.encode()
+    out: set[str] = set()
+    for k in range(3):
+        enc = base64.b64encode(b"\0" * k + raw).decode()
+        part = enc[4 if k else 0:((k + len(raw)) // 3) * 4]
+        if len(part) >= 12:
+            out.add(part)
+    return out
+
+
 class Redactor:
     """Replace every secret value found in an event (in place) by "********".
 
@@ -99,6 +113,8 @@ class Redactor:
                 needles.add(v)
             needles.update(ln.strip() for ln in v.splitlines()
                            if len(ln.strip()) >= 16 and "-----" not in ln and ln.strip() not in public_text)
+            if v and "\n" not in v:  # a password: also inside base64 (a docker config.json's user:password "auth")
+                needles.update(_base64_needles(v))
         self.needles = sorted(needles, key=len, reverse=True)
 
     @classmethod

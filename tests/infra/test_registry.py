@@ -183,11 +183,15 @@ def test_push(pushed, host):
 
 
 def _pull_command() -> str:
-    # The password comes from containerd's own config.toml on the node (0600): it never
-    # appears in this command line, testinfra's log or a failure message.
-    user = f"--user \"{USER}:$(sed -n 's/^ *password = \"\\(.*\\)\"$/\\1/p' /etc/containerd/config.toml | head -1)\" " \
-        if AUTH else ""
-    return f"ctr -n k8s.io images pull --hosts-dir /etc/containerd/certs.d {user}{IMAGE}"
+    # The way the kubelet pulls: through the CRI (containerd: hosts.toml, the lab CA) with the credentials
+    # of the kubelet's config.json on the node (0600; config.toml holds none). They are read into crictl's
+    # environment on the node: never in this command line, testinfra's log or a failure message.
+    if not AUTH:
+        return f"crictl pull {IMAGE}"
+    read = ("python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[\"auths\"][sys.argv[2]][\"auth\"])' "
+            f"/var/lib/kubelet/config.json {ADDRESS}")
+    script = "auth=$(" + read + ') && CRICTL_AUTH="$auth" crictl pull ' + IMAGE
+    return "sh -c " + shlex.quote(script)
 
 
 @pytest.mark.parametrize("node", WORKERS)
@@ -196,9 +200,9 @@ def test_pull_on_worker(pushed, node):
         pytest.fail(f"nothing to pull: the push failed (see test_push)\n{output(pushed)}")
     worker = node_host(node)
     out = worker.run(_pull_command())
-    expect(out.rc, 0, f"{node} pulls {IMAGE} through containerd (hosts dir, lab CA, credentials)",
+    expect(out.rc, 0, f"{node} pulls {IMAGE} through the CRI (hosts dir, lab CA, the kubelet's credentials)",
            node=node, detail=output(out))
-    worker.run(f"ctr -n k8s.io images rm {IMAGE}")
+    worker.run(f"crictl rmi {IMAGE}")
 
 
 def test_image_survives_restart(pushed, host):

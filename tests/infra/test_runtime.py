@@ -81,7 +81,7 @@ def test_containerd_running(host, snap):
 
 def test_containerd_config_file(snap):
     f = snap.file("/etc/containerd/config.toml")
-    expect(f.mode, 0o600, "config.toml is readable by root only (it holds the registry password)")
+    expect(f.mode, 0o600, "config.toml is readable by root only")
     cfg = tomllib.loads(f.content_string)
     runc, registry, sandbox = _cri(cfg)
     expect(runc.get("SystemdCgroup"), True, "config.toml sets SystemdCgroup = true")

@@ -7,6 +7,8 @@ supply (containerd_installed_version: what the host read finds).
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import subprocess
 import tomllib
@@ -132,6 +134,104 @@ def test_containerd_1x_keeps_the_version_2_configuration(rendered):
     assert cri["sandbox_image"] == PAUSE
     assert cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is True
     assert cri["registry"]["config_path"] == "/etc/containerd/certs.d"
+
+
+# -- #12 item 6: registry credentials where the kubelet reads them, none in config.toml ---------------
+def _registry_plugin(cfg: dict) -> dict:
+    plugins = cfg["plugins"]
+    if cfg["version"] == 2:
+        return plugins["io.containerd.grpc.v1.cri"]["registry"]
+    return plugins["io.containerd.cri.v1.images"]["registry"]
+
+
+@pytest.mark.parametrize("shape", ["course", "single", "rocky", "debian-1x"])
+def test_config_toml_holds_no_registry_credentials(rendered, shape):
+    out = rendered(shape)
+    text = (out / "master/etc/containerd/config.toml").read_text()
+    assert _registry_plugin(_config(out)) == {"config_path": "/etc/containerd/certs.d"}  # no deprecated configs
+    assert "password" not in text and "<secret" not in text
+
+
+@pytest.mark.parametrize("shape", ["course", "debian-1x"])
+def test_every_kubernetes_node_gets_the_kubelets_config_json(rendered, shape):
+    out = rendered(shape)
+    nodes = [n["name"] for n in SHAPES[shape][0]["nodes"] if n["role"] != "registry"]
+    for node in nodes:
+        doc = json.loads((out / node / "var/lib/kubelet/config.json").read_text())
+        assert doc == {"auths": {"registry:5000": {"auth": "<secret: base64 of labctl:registry-password>"}}}, node
+    assert not (out / "registry/var/lib/kubelet/config.json").exists()
+
+
+def test_config_json_is_written_0600_without_logs():
+    role = Path(__file__).resolve().parents[2] / "roles/containerd"
+    tasks = yaml.safe_load((role / "tasks/kubelet-auth.yml").read_text())
+    (write,) = [t for t in tasks if "containerd_kubelet_templates" in str(t)]
+    assert write["no_log"] is True
+    variables = yaml.safe_load((role / "vars/main.yml").read_text())
+    (item,) = variables["containerd_kubelet_templates"]
+    assert item == {"template": "kubelet-config.json.j2", "dest": "{{ containerd_kubelet_auth_file }}",
+                    "mode": "0600", "diff": False}
+    assert variables["containerd_kubelet_dir"] == "/var/lib/kubelet"
+    # the runtime phase and the prepull entry point (before kubeadm, after a `kubeadm reset`) both write it
+    main = yaml.safe_load((role / "tasks/main.yml").read_text())
+    assert any(t.get("ansible.builtin.include_tasks") == "kubelet-auth.yml" for t in main)
+    prepull = yaml.safe_load((role / "tasks/prepull.yml").read_text())[0]["block"]
+    assert prepull[0]["ansible.builtin.include_tasks"] == "kubelet-auth.yml"
+    # crictl gets the credentials in its environment, read on the node: no secret in the task
+    pull = next(t for t in prepull if "ansible.builtin.shell" in t)
+    cmd = pull["ansible.builtin.shell"]["cmd"]
+    assert 'CRICTL_AUTH="$auth" crictl pull' in cmd and "password" not in cmd and "--creds" not in cmd
+
+
+def test_kubeadm_roles_prepull_before_kubeadm():
+    roles = Path(__file__).resolve().parents[2] / "roles"
+    init = yaml.safe_load((roles / "kubeadm_init/tasks/main.yml").read_text())
+    block = next(t for t in init if t.get("name") == "Initialise the control plane")["block"]
+    names = [next(iter(k for k in t if k.startswith("ansible."))) for t in block]
+    pre = next(i for i, t in enumerate(block) if t.get("ansible.builtin.include_role", {}).get("tasks_from") == "prepull.yml")
+    run = next(i for i, t in enumerate(block) if t.get("name") == "Run kubeadm init")
+    assert pre < run and names[pre] == "ansible.builtin.include_role"
+    join = yaml.safe_load((roles / "kubeadm_join/tasks/main.yml").read_text())
+    outer = next(t for t in join if t.get("name") == "Join the nodes that are not in the cluster yet")["block"]
+    inner = next(t for t in outer if t.get("name") == "Join this node")["block"]
+    pre = next(i for i, t in enumerate(inner) if t.get("ansible.builtin.include_role", {}).get("tasks_from") == "prepull.yml")
+    joins = [i for i, t in enumerate(inner) if "kubeadm, join" in str(t) or "'kubeadm', 'join'" in str(t)]
+    assert joins and pre < min(joins)
+
+
+def test_prepull_pulls_only_missing_lab_registry_images_and_config_json_decodes(tmp_path):
+    """The role's own expressions, evaluated by ansible-playbook (local, no node): which images crictl
+    pulls, and the config.json the kubelet reads (docker's format, auth = base64 of user:password)."""
+    repo = Path(__file__).resolve().parents[2]
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "registry-password").write_text("pw-0123456789abcdef\n")
+    template = repo / "roles/containerd/templates/kubelet-config.json.j2"
+    play = [{
+        "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "vars_files": [str(repo / "roles/containerd/defaults/main.yml"), str(repo / "roles/containerd/vars/main.yml")],
+        "vars": {
+            "lab_registry_address": "registry:5000", "lab_registry_enabled": True, "lab_registry_auth": True,
+            "lab_registry_user": "labctl", "lab_state_dir": str(tmp_path),
+            "containerd_prepull_images": ["registry:5000/kube-apiserver:v1.37.2", "registry:5000/pause:3.10.2 ",
+                                          "registry.k8s.io/etcd:3.7.0-0"],
+            "containerd_prepull_present": {"stdout": json.dumps({"images": [
+                {"repoTags": ["registry:5000/pause:3.10.2"]}, {"repoTags": []}]})},
+        },
+        "tasks": [{"ansible.builtin.copy": {
+            "dest": str(tmp_path / "out.json"), "mode": "0600",
+            "content": "{{ {'missing': containerd_prepull_missing, 'auth': containerd_kubelet_auth | bool, "
+                       "'json': lookup('ansible.builtin.template', '" + str(template) + "')} | to_json }}"}}],
+    }]
+    pb = tmp_path / "play.yml"
+    pb.write_text(yaml.safe_dump(play))
+    res = subprocess.run(["ansible-playbook", "-i", "localhost,", str(pb)], capture_output=True, text=True, cwd=repo)
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["missing"] == ["registry:5000/kube-apiserver:v1.37.2"]  # pause present; etcd not the lab's
+    assert out["auth"] is True
+    auth = json.loads(out["json"])["auths"]["registry:5000"]["auth"]
+    assert base64.b64decode(auth).decode() == "labctl:pw-0123456789abcdef"
 
 
 def test_the_install_is_pinned_and_held():

@@ -37,6 +37,17 @@ def test_redactor_replaces_secrets_in_nested_values_and_keys():
     assert REDACTED in ev["event_data"]["res"] and ev["event_data"]["res"]["msg"] == "abc"
 
 
+def test_redactor_catches_a_password_inside_base64_auth():
+    """config.json's auth is base64(user:password): whatever the user name's length, the password's part
+    of the encoding is a needle (#12 item 6, the kubelet's registry credentials)."""
+    import base64
+    pw = "Zq8w3ErT5yU7iO9pAs2dF4gH"
+    r = Redactor([pw])
+    for user in ("labctl", "ab", "abc", "x"):
+        auth = base64.b64encode(f"{user}:{pw}".encode()).decode()
+        assert REDACTED in r.text(f'{{"auths": {{"registry:5000": {{"auth": "{auth}"}}}}}}'), user
+
+
 def test_redactor_catches_a_pem_key_line_by_line():
     body = "MC4CAQAwBQYDK2VwBCIEIKxQ5Yb2Xw1mN4qZr7Tt0Jp8sVh3LcUe6dFgHiJkLmNo"
     key = f"-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n"
