@@ -19,7 +19,8 @@ def add_parser(sub) -> None:
                         "(prepared, default: a first provision skips most of dpkg) or the bare Debian image (plain)")
     p.add_argument("--vm-provider", choices=["virtualbox", "libvirt"],
                    default=os.environ.get("LABCTL_VM_PROVIDER") or None,
-                   help="provider vagrant: the hypervisor (default: $LABCTL_VM_PROVIDER or virtualbox)")
+                   help="provider vagrant: the hypervisor (default: $LABCTL_VM_PROVIDER, else virtualbox where "
+                        "VBoxManage is installed, else libvirt)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     with console.status("checking the lab", spinner="dots") as status:
         def progress(line: str) -> None:
             status.update(f"[bold]{lab.name}[/] [dim]{int(time.monotonic() - start)} s[/] {line[:150]}")
-            if line.startswith(("building ", "built ", "vagrant ")):
+            if line.startswith(("building ", "built ", "vagrant ", "libvirt: ")):
                 console.print(f"  {line}", highlight=False)
         rows = provider.up(progress)
     print_table(f"lab {lab.name} ({lab.provider}) up in {time.monotonic() - start:.1f} s", rows)

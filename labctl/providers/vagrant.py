@@ -1,4 +1,14 @@
-"""VMs through Vagrant: VirtualBox (default) or libvirt (`--vm-provider libvirt` / LABCTL_VM_PROVIDER).
+"""VMs through Vagrant: VirtualBox or libvirt (`--vm-provider` / LABCTL_VM_PROVIDER; default VirtualBox
+where VBoxManage is installed, else libvirt).
+
+The box is chosen here, nowhere else (BOXES; lab.yml's `box` overrides it), and reaches the
+Vagrantfile as LABCTL_BOX / LABCTL_BOX_VERSION / LABCTL_BOX_URL. libvirt with debian12 uses
+labctl's own box, built and cached by providers/box.py when missing (`labctl box build`).
+
+libvirt: KVM when a KVM guest really runs here, else QEMU's software emulation (TCG), decided by
+kvm_usable() -- a bounded boot of the box's own kernel under KVM -- or LABCTL_LIBVIRT_DRIVER.
+Each lab gets its own libvirt networks, `<lab>-net` (the lab's network, isolated) and
+`<lab>-mgmt` (Vagrant's management network, NAT), which `labctl down` removes with the VMs.
 
 Vagrant's insecure key stays Vagrant's: after `vagrant up`, labctl runs one `vagrant ssh`
 per node that authorizes the lab key for the `vagrant` user and prints the node's host
@@ -8,9 +18,15 @@ connects as `vagrant` (become) over the lab IP with the lab key.
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import json
 import os
+import re
 import shlex
+import shutil
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,18 +42,206 @@ INSTALL_HINT = {
 }
 BINARY = {"virtualbox": "VBoxManage", "libvirt": "virsh"}
 
+# Where each (hypervisor, os) box comes from; None: labctl's own (labctl box build, providers/box.py).
+# Ubuntu/Rocky: registry boxes (or build your own from their cloud images: docs/vm-lab.md).
+BOXES: dict[str, dict[str, str | None]] = {
+    "virtualbox": {"debian12": "debian/bookworm64", "ubuntu2404": "bento/ubuntu-24.04", "rocky9": "rockylinux/9"},
+    "libvirt": {"debian12": None, "ubuntu2404": "generic/ubuntu2404", "rocky9": "rockylinux/9"},
+}
+LIBVIRT_URI = "qemu:///system"
+KVM_PROBE_SECONDS = 20.0
+
+
+def default_vm_provider() -> str:
+    """$LABCTL_VM_PROVIDER, else VirtualBox where it is installed, else libvirt."""
+    return os.environ.get("LABCTL_VM_PROVIDER") or ("virtualbox" if shutil.which("VBoxManage") else "libvirt")
+
+
+def box_env(lab: Lab, lab_file: Path, vm_provider: str, build: bool = False,
+            on_line: Progress = lambda _l: None) -> dict[str, str]:
+    """LABCTL_BOX (+ _VERSION, _URL) for the Vagrantfile; labctl's own box is built (cached) when `build`."""
+    name, version = lab.box.name, lab.box.version
+    if name:
+        env = {"LABCTL_BOX": name}
+        if re.match(r"^(https?|file)://", name) or name.endswith(".box"):
+            url = name
+            if not re.match(r"^(https?|file)://", name):
+                path = Path(name).expanduser()
+                path = path if path.is_absolute() else (lab_file.resolve().parent / path)
+                if not path.is_file():
+                    raise UserError(f"box.name: found {name!r}; no such box file ({path})")
+                url = path.resolve().as_uri()
+            stem = re.sub(r"[^a-z0-9.-]+", "-", Path(url.split("?")[0]).name.lower().removesuffix(".box")
+                          .removesuffix(".json")).strip("-") or "box"
+            env = {"LABCTL_BOX": f"{lab.name}/{stem}", "LABCTL_BOX_URL": url}
+        if version:
+            env["LABCTL_BOX_VERSION"] = version
+        return env
+    default = BOXES[vm_provider][lab.os]
+    if default is not None:
+        return {"LABCTL_BOX": default, **({"LABCTL_BOX_VERSION": version} if version else {})}
+    from labctl.providers import box
+
+    if build:
+        _path, built_version, _built = box.build(vm_provider, on_line=on_line)
+    else:
+        built_version = box.box_version(box.recipe_hash())
+    return {"LABCTL_BOX": box.BOX_NAME, "LABCTL_BOX_VERSION": version or built_version}
+
+
+# ---------------------------------------------------------------------------
+# libvirt: KVM or software emulation, the management network
+# ---------------------------------------------------------------------------
+
+
+def _probe_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "labctl" / "kvm-probe.json"
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def kvm_usable(kernel: Path | None, timeout: float = KVM_PROBE_SECONDS) -> tuple[bool, str]:
+    """Does a KVM guest run here? (usable, why). Cached per host boot, QEMU and kernel.
+
+    The honest test is the thing itself: QEMU with -accel kvm boots the box's own kernel
+    (direct kernel boot, no disk, 128 MiB) with panic=-1 and -no-reboot; a working KVM gets it
+    to its "VFS: Unable to mount root fs" panic in a second or two and QEMU exits. Where nested
+    KVM is broken the guest hangs right after the BIOS with no kernel line: killed after
+    `timeout` s, emulation it is. No /dev/kvm (or no access) needs no probe.
+    """
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False, "/dev/kvm is missing or not accessible"
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        return False, "qemu-system-x86_64 is not installed"
+    if kernel is None or not kernel.is_file():
+        return True, "no kernel to probe with; /dev/kvm is present"
+    key = hashlib.sha256(f"{_boot_id()}|{os.stat(qemu).st_mtime}|{kernel.name}".encode()).hexdigest()[:16]
+    cache = _probe_cache()
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return bool(known[key]["ok"]), known[key]["why"] + " (cached)"
+    argv = [qemu, "-accel", "kvm", "-cpu", "host", "-m", "128", "-smp", "1", "-nodefaults", "-nographic",
+            "-no-reboot", "-serial", "stdio", "-monitor", "none", "-kernel", str(kernel),
+            "-append", "console=ttyS0 panic=-1 loglevel=4"]
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        took = time.monotonic() - start
+        text = out.decode(errors="replace")
+        ok = "Kernel panic" in text or "VFS:" in text
+        why = (f"a KVM guest booted its kernel in {took:.1f} s" if ok else
+               f"QEMU with KVM exited without booting the kernel: {text.strip().splitlines()[-1:] or ['no output']}")
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        ok = False
+        lines = [ln for ln in out.decode(errors="replace").splitlines() if ln.strip()]
+        why = (f"a KVM guest did not boot its kernel within {timeout:.0f} s "
+               f"({'no output after the BIOS' if not lines else 'last line: ' + lines[-1][:80]}; nested KVM?)")
+    known[key] = {"ok": ok, "why": why}
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(known))
+    except OSError:
+        pass
+    return ok, why
+
+
+def libvirt_driver(progress: Progress) -> str:
+    """kvm or qemu: LABCTL_LIBVIRT_DRIVER when set, else what kvm_usable() finds (a line says which)."""
+    forced = os.environ.get("LABCTL_LIBVIRT_DRIVER")
+    if forced:
+        if forced not in ("kvm", "qemu"):
+            raise UserError(f"LABCTL_LIBVIRT_DRIVER: found {forced!r}; allowed: kvm, qemu")
+        return forced
+    from labctl.providers import box
+
+    ok, why = kvm_usable(box.newest_kernel())
+    if ok:
+        return "kvm"
+    progress(f"libvirt: KVM is not usable here ({why}); falling back to QEMU software emulation "
+             "(TCG: slower; LABCTL_LIBVIRT_DRIVER=kvm overrides)")
+    return "qemu"
+
+
+def _virsh(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["virsh", "-c", LIBVIRT_URI, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def libvirt_networks() -> dict[str, list[ipaddress.IPv4Network]]:
+    """{libvirt network name: its IPv4 networks}."""
+    res = _virsh("net-list", "--all", "--name")
+    out: dict[str, list[ipaddress.IPv4Network]] = {}
+    for name in res.stdout.split():
+        xml = _virsh("net-dumpxml", name).stdout
+        nets = []
+        for tag in re.findall(r"<ip\b[^>]*>", xml):
+            addr = re.search(r"address='([0-9.]+)'", tag)
+            mask = re.search(r"(?:netmask|prefix)='([0-9.]+)'", tag)
+            if addr and mask:
+                try:
+                    nets.append(ipaddress.IPv4Network(f"{addr.group(1)}/{mask.group(1)}", strict=False))
+                except ValueError:
+                    continue
+        out[name] = nets
+    return out
+
+
+def management_network(lab: Lab) -> str:
+    """The lab's own management network `<lab>-mgmt`: its current address, else a free /24 in 10.100-199
+    chosen from the lab name (not the lab's, pod or service networks, a host address or another libvirt net)."""
+    name = f"{lab.name}-mgmt"
+    nets = libvirt_networks() if shutil.which("virsh") else {}
+    if nets.get(name):
+        return str(nets[name][0])
+    taken = [n for k, v in nets.items() if k != name for n in v]
+    taken += [lab.network.cidr, lab.kubernetes.pod_subnet, lab.kubernetes.service_subnet]
+    taken += [ipaddress.IPv4Network(f"{a}/32") for a in (common.host_addresses() if shutil.which("ip") else {})]
+    start = int(hashlib.sha256(lab.name.encode()).hexdigest()[:6], 16)
+    for i in range(100 * 256):
+        k = (start + i) % (100 * 256)
+        cand = ipaddress.IPv4Network(f"10.{100 + k // 256}.{k % 256}.0/24")
+        if not any(cand.overlaps(t) for t in taken):
+            return str(cand)
+    raise UserError("no free /24 for the lab's libvirt management network in 10.100.0.0-10.199.255.0")
+
 
 class VagrantProvider:
     def __init__(self, lab: Lab, lab_file: Path, vm_provider: str | None = None):
         self.lab = lab
         self.lab_file = lab_file
         self.state = StateDir(lab_file, lab.name)
-        self.vm_provider = vm_provider or os.environ.get("LABCTL_VM_PROVIDER") or "virtualbox"
+        # the hypervisor `up` used (recorded), so down/status/ssh find the VMs without the option again
+        recorded = self.state.root / "vm-provider"
+        self.vm_provider = vm_provider or (recorded.read_text().strip() if recorded.is_file() else "") \
+            or default_vm_provider()
         if self.vm_provider not in INSTALL_HINT:
             raise UserError(f"LABCTL_VM_PROVIDER: found {self.vm_provider!r}; allowed: virtualbox, libvirt")
 
-    def _env(self) -> dict[str, str]:
-        return common.vagrant_env(self.lab_file, self.state, {"VAGRANT_DEFAULT_PROVIDER": self.vm_provider})
+        self._extra: dict[str, str] | None = None
+
+    def _env(self, build: bool = False, progress: Progress = lambda _l: None) -> dict[str, str]:
+        """Vagrant's environment: the box (built when `build` and missing), the libvirt driver and network."""
+        if self._extra is None or build:
+            extra = {"VAGRANT_DEFAULT_PROVIDER": self.vm_provider,
+                     **box_env(self.lab, self.lab_file, self.vm_provider, build=build, on_line=progress)}
+            if self.vm_provider == "libvirt":
+                extra["LABCTL_LIBVIRT_MGMT_NET"] = management_network(self.lab)
+                extra["LABCTL_LIBVIRT_DRIVER"] = (libvirt_driver(progress) if build else
+                                                  os.environ.get("LABCTL_LIBVIRT_DRIVER", "kvm"))
+            self._extra = extra
+        return common.vagrant_env(self.lab_file, self.state, self._extra)
 
     def _cwd(self) -> Path:
         return self.lab_file.resolve().parent
@@ -83,8 +287,18 @@ class VagrantProvider:
             common.check_subnet_free(self.lab.network.cidr, None)
             common.check_ips_free_on_host(missing)
             common.check_memory(missing)
+            env = self._env(build=True, progress=progress)
+            self.state.root.mkdir(parents=True, exist_ok=True)
+            (self.state.root / "vm-provider").write_text(self.vm_provider + "\n")
+            if self.vm_provider == "libvirt":
+                progress(f"vagrant: box {env['LABCTL_BOX']} {env.get('LABCTL_BOX_VERSION', '')}, libvirt driver "
+                         f"{env['LABCTL_LIBVIRT_DRIVER']}, networks {self.lab.name}-net ({self.lab.network.cidr}) "
+                         f"and {self.lab.name}-mgmt ({env['LABCTL_LIBVIRT_MGMT_NET']})")
             progress(f"vagrant up --provider {self.vm_provider} {' '.join(n.name for n in todo)}")
-            common.run_vagrant(["up", "--provider", self.vm_provider, *[n.name for n in todo]], self._env(),
+            # libvirt: one machine at a time -- vagrant-libvirt's parallel up stalled here with every
+            # domain defined and none started (three batch threads waiting on one libvirt connection)
+            serial = ["--no-parallel"] if self.vm_provider == "libvirt" else []
+            common.run_vagrant(["up", "--provider", self.vm_provider, *serial, *[n.name for n in todo]], env,
                                self._cwd(), timeout=3600, progress=progress)
         need_keys = [n for n in self.lab.nodes if n in todo or not sshkeys.has_host(self.state, str(n.ip))]
         if need_keys:

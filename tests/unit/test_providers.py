@@ -255,7 +255,9 @@ def test_apt_mirror_comes_from_the_host_sources() -> None:
 
 
 @pytest.mark.skipif(shutil.which("VBoxManage") is not None, reason="VirtualBox is installed here")
-def test_vm_lab_without_virtualbox(tmp_path: Path) -> None:
+def test_vm_lab_without_virtualbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # VirtualBox asked for (without it installed the VM lab's default is libvirt)
+    monkeypatch.setenv("LABCTL_VM_PROVIDER", "virtualbox")
     lab = base_lab()
     lab["provider"] = "vagrant"
     lab["kubernetes"]["proxy_mode"] = "nftables"

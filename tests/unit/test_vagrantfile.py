@@ -5,6 +5,7 @@ files written by `labctl init`. Vagrant refuses to validate for a provider whose
 cannot find: where VirtualBox is not installed, a stub `VBoxManage` that only answers
 `--version` is put on PATH, so Vagrant's own validation of the virtualbox block still runs
 (nothing is created; `test_validate_catches_a_bad_provider_option` shows the checks bite).
+The box comes from labctl (LABCTL_BOX, labctl.providers.vagrant.box_env), as under `labctl up`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ def _env(tmp_path: Path, lab: Path, vm_provider: str) -> dict[str, str]:
         "VAGRANT_CHECKPOINT_DISABLE": "1",
         "VAGRANT_NO_COLOR": "1",
     }
+    if vm_provider in ("virtualbox", "libvirt"):
+        from labctl.config import load_lab
+        from labctl.providers.vagrant import box_env
+
+        env.update(box_env(load_lab(lab), lab, vm_provider))
     if vm_provider == "virtualbox" and shutil.which("VBoxManage") is None:
         stub = tmp_path / "stub-bin"
         stub.mkdir(exist_ok=True)
