@@ -17,9 +17,10 @@ from labctl.errors import LabctlError
 # Order is the order shown in --help.
 COMMANDS = (
     "init", "check", "inventory", "render",
-    "up", "down", "status", "ssh", "box",
+    "up", "down", "status", "ssh",
     "provision", "verify",
     "images", "kubeconfig", "dashboard", "grafana",
+    "bundle",
 )
 
 EPILOG = """\
