@@ -17,7 +17,7 @@ from labctl.errors import LabctlError
 # Order is the order shown in --help.
 COMMANDS = (
     "init", "check", "inventory", "render",
-    "up", "down", "status", "ssh",
+    "up", "down", "status", "ssh", "box",
     "provision", "verify",
     "images", "kubeconfig", "dashboard", "grafana",
     "bundle",
