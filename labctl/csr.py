@@ -1,8 +1,9 @@
 """The kubelet serving CSR decision, for labctl and its tests.
 
-The implementation lives in roles/metrics_server/files/kubelet_csr.py (the role
-ships that file to the control-plane node, where only the standard library is
-available); this module loads that same file, so there is one implementation.
+The implementation lives in roles/metrics_server/files/kubelet_csr.py (the roles
+ship that file to the control-plane node, where only the standard library is
+available, and roles/csr_approver mounts it into the in-cluster approver's pod);
+this module loads that same file, so there is one implementation.
 """
 
 from __future__ import annotations
@@ -31,5 +32,16 @@ CsrError = _impl.CsrError
 decide = _impl.decide
 decide_all = _impl.decide_all
 parse_request = _impl.parse_request
+# the in-cluster approver (--serve)
+Api = _impl.Api
+ApiError = _impl.ApiError
+CONDITIONS: dict[str, tuple[str, str]] = _impl.CONDITIONS
+backoff = _impl.backoff
+plan = _impl.plan
+read_nodes = _impl.read_nodes
+run_pass = _impl.run_pass
+serve = _impl.serve
+with_condition = _impl.with_condition
 
-__all__ = ["SIGNER", "CsrError", "decide", "decide_all", "parse_request", "IMPLEMENTATION"]
+__all__ = ["SIGNER", "CsrError", "decide", "decide_all", "parse_request", "IMPLEMENTATION",
+           "Api", "ApiError", "CONDITIONS", "backoff", "plan", "read_nodes", "run_pass", "serve", "with_condition"]

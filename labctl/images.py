@@ -18,6 +18,9 @@ from labctl.config import Lab
 from labctl.workloads import WORKLOAD_IMAGES
 
 UPSTREAM_K8S = "registry.k8s.io"
+# labctl's own image of the in-cluster kubelet serving CSR approver (roles/csr_approver): Debian bookworm with
+# python3, built by `labctl bundle build` (labctl/pins.yml bundle.csr_approver); no public registry has it.
+CSR_APPROVER = f"docker.io/labctl/csr-approver:{versions.PINS['bundle']['csr_approver']['version']}"
 KUBEADM_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
 
 
@@ -71,6 +74,9 @@ def lab_images(lab: Lab) -> list[Image]:
     wanted: list[tuple[str, str]] = [(ref, "kubeadm") for ref in kubeadm_images(lab)]
     wanted += [(ref, "cni") for ref in versions.ADDONS[lab.addons.cni].images]
     wanted += [(ref, "addons") for ref in addon_images.images(lab)]
+    # the kubelet serving CSR approver the network phase deploys, when the lab can have its image
+    if not csr_approver_unavailable(lab):
+        wanted += [(CSR_APPROVER, "network")]
     # what `labctl verify`'s workload checks run (whoami, busybox)
     wanted += [(ref, "workloads") for ref in WORKLOAD_IMAGES.values()]
     seen: set[str] = set()
@@ -81,6 +87,30 @@ def lab_images(lab: Lab) -> list[Image]:
         seen.add(ref)
         out.append(Image(ref, mirror_name(ref, registry, group) if registry else "", group))
     return out
+
+
+def csr_approver_unavailable(lab: Lab) -> str:
+    """Why the lab cannot run the in-cluster CSR approver ("" when it can).
+
+    Its image (CSR_APPROVER) exists only in an offline bundle built with it, and reaches the nodes only
+    through the lab registry. Without it the join phase's approval at provision time remains.
+    """
+    if not (lab.kubernetes.mirror_images and lab.registry_node):
+        return f"its image {CSR_APPROVER} comes only through the lab registry (kubernetes.mirror_images and a registry node)"
+    if not lab.kubernetes.bundle:
+        return (f"its image {CSR_APPROVER} is labctl's own, built only into an offline bundle "
+                "(`labctl bundle build`, kubernetes.bundle)")
+    from labctl import bundle_manifest
+
+    if CSR_APPROVER not in bundle_manifest.read(lab.kubernetes.bundle).images:
+        return f"the offline bundle {lab.kubernetes.bundle} has no {CSR_APPROVER}; rebuild it with `labctl bundle build`"
+    return ""
+
+
+def csr_approver_image(lab: Lab) -> str:
+    """The approver's image as the nodes pull it: its name in the lab registry (the source without one)."""
+    registry = registry_address(lab) if lab.kubernetes.mirror_images else ""
+    return mirror_name(CSR_APPROVER, registry, "network") if registry else CSR_APPROVER
 
 
 def as_vars(lab: Lab) -> list[dict[str, str]]:

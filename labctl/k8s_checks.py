@@ -162,3 +162,31 @@ def ping_ok(ping_output: str) -> bool:
     """busybox/iputils ping: at least one reply received."""
     m = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", ping_output)
     return bool(m) and int(m.group(2)) > 0
+
+
+def deployment_available(deployment_json: str) -> bool:
+    """`kubectl get deployment -o json`: the Available condition is True and a replica is available."""
+    try:
+        d = json.loads(deployment_json)
+    except ValueError:
+        return False
+    status = d.get("status") or {}
+    available = any(c.get("type") == "Available" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return available and (status.get("availableReplicas") or 0) >= 1
+
+
+def csr_decisions(csr_list_json: str) -> dict[str, tuple[str, str]]:
+    """`kubectl get csr -o json` (a list or one object) -> {name: (decision condition type, its reason)};
+    ("", "") for an undecided CSR."""
+    try:
+        doc = json.loads(csr_list_json)
+    except ValueError:
+        return {}
+    items = doc.get("items", [doc]) if isinstance(doc, dict) else []
+    out = {}
+    for item in items:
+        conds = [c for c in (item.get("status") or {}).get("conditions") or []
+                 if c.get("type") in ("Approved", "Denied", "Failed")]
+        name = (item.get("metadata") or {}).get("name", "?")
+        out[name] = (conds[-1].get("type", ""), conds[-1].get("reason", "")) if conds else ("", "")
+    return out

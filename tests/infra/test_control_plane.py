@@ -7,6 +7,10 @@ unit-tested in tests/unit/test_k8s_checks.py.
 
 from __future__ import annotations
 
+import json
+import shlex
+import time
+
 import pytest
 from _check import check, expect, output
 from _lab import node_host
@@ -16,6 +20,7 @@ from labctl import k8s_checks
 testinfra_hosts = ["ansible://k8s_cluster"]
 
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
+APPROVER = "labctl-csr-approver"  # roles/csr_approver: its Deployment in kube-system
 
 
 def _name(host) -> str:
@@ -90,3 +95,77 @@ def test_nodes_use_their_lab_ip(cp, lab_nodes):
     found = k8s_checks.node_internal_ips(out.stdout) if out.rc == 0 else {}
     wanted = {n["name"]: n["ip"] for n in lab_nodes if n["role"] != "registry"}
     expect(found, wanted, "every node's InternalIP is its lab IP (never a NAT address)", node=_name(cp), detail=output(out))
+
+
+def test_kubelets_serve_a_certificate_of_the_cluster_ca(cp, lab_nodes):
+    """What kubectl logs/exec and metrics-server need: each kubelet's :10250 verifies against the cluster CA
+    for the node's lab IP (the certificate it serves now, whoever approved it)."""
+    problems = {}
+    for n in (n for n in lab_nodes if n["role"] != "registry"):
+        out = cp.run(f"openssl s_client -connect {n['ip']}:10250 -CAfile /etc/kubernetes/pki/ca.crt "
+                     f"-verify_return_error -verify_ip {n['ip']} </dev/null 2>&1")
+        if out.rc != 0 or "Verify return code: 0 (ok)" not in out.stdout:
+            lines = [ln.strip() for ln in out.stdout.splitlines() if "verify" in ln.lower() or "error" in ln.lower()]
+            problems[n["name"]] = "; ".join(lines[:3]) or f"rc={out.rc}"
+    expect(problems, {}, "every kubelet serves a certificate of the cluster CA for its lab IP (serving CSR approved)",
+           node=_name(cp))
+
+
+def _skip_without_approver(lab_vars) -> None:
+    why = lab_vars.get("lab_csr_approver_unavailable", "")
+    if why:
+        pytest.skip(f"no in-cluster CSR approver in this lab: {why}")
+
+
+def test_csr_approver_available(cp, lab_vars):
+    _skip_without_approver(lab_vars)
+    out = cp.run(f"{KUBECTL} -n kube-system get deployment {APPROVER} -o json")
+    check(out.rc == 0 and k8s_checks.deployment_available(out.stdout),
+          "the in-cluster kubelet serving CSR approver is available (kube-system deployment labctl-csr-approver)",
+          expected="Available=True, 1 replica available", found=(out.stdout[-200:] or out.stderr).strip(),
+          node=_name(cp), detail=lambda: output(cp.run(f"{KUBECTL} -n kube-system logs deployment/{APPROVER} --tail=20")))
+
+
+def _node_csr(name: str, node: str, dns: str, ip: str) -> str:
+    """Shell on `node`: a kubelet-serving CSR named `name`, created with the kubelet's own credentials
+    (so its requester is system:node:<node>), its key thrown away."""
+    obj = {"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+           "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "labctl-verify"}},
+           "spec": {"signerName": "kubernetes.io/kubelet-serving", "usages": ["digital signature", "server auth"],
+                    "request": "@REQUEST@"}}
+    template = shlex.quote(json.dumps(obj))
+    return (f'd=$(mktemp -d) && trap \'rm -rf "$d"\' EXIT && '
+            f'openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$d/key" '
+            f'-subj {shlex.quote(f"/O=system:nodes/CN=system:node:{node}")} '
+            f'-addext {shlex.quote(f"subjectAltName=DNS:{dns},IP:{ip}")} -out "$d/req" 2>/dev/null && '
+            f'printf %s {template} | sed "s|@REQUEST@|$(base64 -w0 "$d/req")|" | '
+            f'kubectl --kubeconfig /etc/kubernetes/kubelet.conf create -f -')
+
+
+def test_csr_approver_decides_new_serving_csrs(cp, lab_vars, lab_nodes):
+    """A rotation, as the approver sees it: a new serving CSR from the control plane's kubelet identity is
+    approved by the pod (reason LabctlApproved, not `labctl provision`), a forged one (a foreign IP) denied."""
+    _skip_without_approver(lab_vars)
+    me = _name(cp)
+    ip = next(n["ip"] for n in lab_nodes if n["name"] == me)
+    stamp = int(time.time())
+    good, forged = f"labctl-verify-serving-{stamp}", f"labctl-verify-forged-{stamp}"
+    made = [cp.run(_node_csr(good, me, me, ip)), cp.run(_node_csr(forged, me, me, "192.0.2.1"))]
+    try:
+        check(all(m.rc == 0 for m in made), "a serving CSR can be created with the kubelet's credentials",
+              expected="created", found="; ".join((m.stdout + m.stderr).strip() for m in made), node=me)
+        wait = 2 * 30 + 15  # two of the approver's passes (csr_approver_interval) and the API's latency
+        deadline = time.monotonic() + wait
+        found: dict = {}
+        while time.monotonic() < deadline:
+            out = cp.run(f"{KUBECTL} get csr {good} {forged} -o json")
+            found = k8s_checks.csr_decisions(out.stdout) if out.rc == 0 else {}
+            if all(found.get(n, ("", ""))[0] for n in (good, forged)):
+                break
+            time.sleep(3)
+        expect({good: found.get(good), forged: found.get(forged)},
+               {good: ("Approved", "LabctlApproved"), forged: ("Denied", "LabctlDenied")},
+               f"the in-cluster approver decides new kubelet serving CSRs within {wait}s", node=me,
+               detail=lambda: output(cp.run(f"{KUBECTL} -n kube-system logs deployment/{APPROVER} --tail=20")))
+    finally:
+        cp.run(f"{KUBECTL} delete csr {good} {forged} --ignore-not-found")

@@ -14,19 +14,35 @@ request is a short DER structure; reading the subject and the
 subjectAltName extension takes ~60 lines and fails closed (anything it cannot
 read is denied).
 
-Usage on the node:
+Usage on the node (the join and addons phases):
     kubectl get csr -o json | python3 kubelet_csr.py --nodes '[{"name": "cp1", "ip": "10.0.0.10"}]'
 prints JSON: {"decisions": [{"name", "action", "reason"}], "missing": [node names
 without any kubelet-serving CSR]}.
+
+Usage in a pod (the in-cluster approver, roles/csr_approver; serving certificates rotate long
+after `labctl provision`):
+    python3 kubelet_csr.py --serve --nodes-file /etc/labctl-csr-approver/nodes.json [--interval 30]
+lists the kubelet-serving CSRs through the API with the pod's service-account token and CA,
+approves or denies each undecided one with the same decide(), then lists again every
+--interval seconds (backing off after errors); one line per decision on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import copy
+import http.client
 import ipaddress
 import json
+import os
+import ssl
 import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime, timezone
 
 SIGNER = "kubernetes.io/kubelet-serving"
 NODE_GROUP = "system:nodes"
@@ -221,13 +237,199 @@ def decide_all(csr_list: dict, nodes: list[dict]) -> dict:
     return {"decisions": decisions, "missing": missing}
 
 
+# -- the in-cluster approver (--serve) ---------------------------------------------
+# Everything above decides; what follows only lists, applies decisions and waits. The pod reaches
+# the API server with its service-account token and CA; its RBAC allows exactly: get/list/watch
+# CSRs, update certificatesigningrequests/approval, approve for the kubelet-serving signer.
+
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+CSR_API = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
+# decide()'s action -> (condition type, condition reason)
+CONDITIONS = {"approve": ("Approved", "LabctlApproved"), "deny": ("Denied", "LabctlDenied")}
+ERROR_DELAY = 5  # seconds before the first retry after an error; doubles per failure up to max_backoff
+
+
+class ApiError(Exception):
+    """The API server answered with an error status (code), or could not be reached (code 0)."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def read_nodes(text: str) -> list[dict]:
+    """The lab's Kubernetes nodes from JSON [{"name", "ip"}]; ValueError when it is not that."""
+    nodes = json.loads(text)
+    if not isinstance(nodes, list) or not nodes:
+        raise ValueError("nodes: expected a non-empty JSON list of {\"name\", \"ip\"}")
+    for n in nodes:
+        if not isinstance(n, dict) or not isinstance(n.get("name"), str) or not n["name"]:
+            raise ValueError(f"nodes: {n!r} has no name")
+        ipaddress.ip_address(str(n.get("ip")))  # ValueError names the bad address
+    return [{"name": n["name"], "ip": str(n["ip"])} for n in nodes]
+
+
+def plan(csr_list: dict, nodes: list[dict]) -> list[tuple[dict, str, str]]:
+    """The CSRs one pass acts on: (csr, 'approve' | 'deny', reason).
+
+    Decided CSRs (an Approved, Denied or Failed condition, whoever set it: this pod, the provision
+    run's `kubectl certificate approve`, an admin) and other signers' are left alone, so the
+    in-cluster approver and `labctl provision` never undo each other.
+    """
+    out = []
+    for item in csr_list.get("items") or []:
+        action, reason = decide(item, nodes)
+        if action in CONDITIONS:
+            out.append((item, action, reason))
+    return out
+
+
+def with_condition(csr: dict, action: str, reason: str, now: str) -> dict:
+    """The object to PUT to .../certificatesigningrequests/<name>/approval: csr plus its decision.
+
+    It keeps metadata.resourceVersion, so a CSR changed since it was listed is refused (409).
+    """
+    ctype, creason = CONDITIONS[action]
+    out = copy.deepcopy(csr)
+    status = out.setdefault("status", {})
+    status["conditions"] = list(status.get("conditions") or []) + [{
+        "type": ctype, "status": "True", "reason": creason,
+        "message": f"labctl kubelet-serving approver: {reason}"[:1024],
+        "lastUpdateTime": now,
+    }]
+    return out
+
+
+def backoff(failures: int, interval: float, max_backoff: float) -> float:
+    """Seconds until the next pass: the interval after a good pass, 5, 10, 20 ... up to max_backoff after errors."""
+    if failures <= 0:
+        return interval
+    return min(max_backoff, ERROR_DELAY * 2 ** min(failures - 1, 16))
+
+
+class Api:
+    """The few API calls the approver makes, over HTTPS with the pod's service-account token and CA."""
+
+    def __init__(self, server: str, sa_dir: str = SA_DIR, timeout: float = 30):
+        self.server = server.rstrip("/")
+        self.token_file = os.path.join(sa_dir, "token")
+        self.timeout = timeout
+        ctx = ssl.create_default_context(cafile=os.path.join(sa_dir, "ca.crt"))
+        # straight to the API server: no proxy from the environment
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
+
+    @classmethod
+    def in_cluster(cls, sa_dir: str = SA_DIR) -> Api:
+        host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        if not host:
+            raise ApiError(0, "KUBERNETES_SERVICE_HOST is not set: not running in a pod")
+        if ":" in host:  # an IPv6 address
+            host = f"[{host}]"
+        return cls(f"https://{host}:{port}", sa_dir)
+
+    def request(self, method: str, path: str, body: dict | None = None) -> dict:
+        with open(self.token_file, encoding="ascii") as fh:  # read each time: the kubelet rotates it
+            token = fh.read().strip()
+        req = urllib.request.Request(
+            self.server + path, method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json",
+                     "Content-Type": "application/json", "User-Agent": "labctl-csr-approver"})
+        try:
+            with self.opener.open(req, timeout=self.timeout) as resp:
+                return json.load(resp)
+        except urllib.error.HTTPError as exc:
+            try:
+                detail = json.loads(exc.read() or b"{}").get("message", "")
+            except ValueError:
+                detail = ""
+            raise ApiError(exc.code, f"{method} {path}: HTTP {exc.code} {detail}".rstrip()) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise ApiError(0, f"{method} {path}: {exc}") from None
+
+    def list_csrs(self) -> dict:
+        selector = urllib.parse.quote(f"spec.signerName={SIGNER}")
+        return self.request("GET", f"{CSR_API}?fieldSelector={selector}")
+
+    def update_approval(self, csr: dict) -> dict:
+        name = urllib.parse.quote(csr["metadata"]["name"], safe="")
+        return self.request("PUT", f"{CSR_API}/{name}/approval", csr)
+
+
+def run_pass(api, nodes: list[dict], log=print) -> dict:
+    """List, decide, apply: {'approve': n, 'deny': n, 'skipped': n}. ApiError when the list fails.
+
+    A CSR that changed or vanished since the list (409, 404) is skipped: the next pass sees it as it is.
+    """
+    counts = {"approve": 0, "deny": 0, "skipped": 0}
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for item, action, reason in plan(api.list_csrs(), nodes):
+        try:
+            api.update_approval(with_condition(item, action, reason, now))
+        except ApiError as exc:
+            if exc.code not in (404, 409):
+                raise
+            counts["skipped"] += 1
+            log(f"skip {reason.split(':', 1)[0]}: {exc}")
+            continue
+        counts[action] += 1
+        log(f"{action} {reason}")
+    return counts
+
+
+def serve(api, nodes: list[dict], interval: float = 30, max_backoff: float = 300, log=print,
+          sleep=time.sleep, passes: int | None = None) -> int:
+    """Run passes every `interval` seconds (forever, or `passes` times); errors are logged and retried."""
+    log(f"labctl kubelet-serving approver: {len(nodes)} node(s) "
+        f"{', '.join(n['name'] + '=' + n['ip'] for n in nodes)}; a pass every {interval:g}s")
+    failures = 0
+    done = 0
+    while passes is None or done < passes:
+        try:
+            run_pass(api, nodes, log)
+            failures = 0
+        except ApiError as exc:
+            failures += 1
+            log(f"error (failure {failures} in a row): {exc}; next pass in {backoff(failures, interval, max_backoff):g}s")
+        done += 1
+        if passes is None or done < passes:
+            sleep(backoff(failures, interval, max_backoff))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--nodes", required=True, help='JSON list of {"name", "ip"}: the lab\'s Kubernetes nodes')
+    p.add_argument("--nodes", help='JSON list of {"name", "ip"}: the lab\'s Kubernetes nodes')
+    p.add_argument("--nodes-file", help="a file holding that JSON list (the approver's ConfigMap)")
+    p.add_argument("--serve", action="store_true",
+                   help="run in a pod: decide on the CSRs through the API, again every --interval seconds")
+    p.add_argument("--interval", type=float, default=30, help="seconds between passes (--serve; default 30)")
+    p.add_argument("--max-backoff", type=float, default=300, help="longest wait after errors (--serve; default 300)")
     args = p.parse_args(argv)
-    nodes = json.loads(args.nodes)
-    print(json.dumps(decide_all(json.load(sys.stdin), nodes)))
-    return 0
+    if (args.nodes is None) == (args.nodes_file is None):
+        p.error("give exactly one of --nodes and --nodes-file")
+    if args.nodes_file is not None:
+        with open(args.nodes_file, encoding="utf-8") as fh:
+            text = fh.read()
+    else:
+        text = args.nodes
+    nodes = read_nodes(text)
+    if not args.serve:
+        print(json.dumps(decide_all(json.load(sys.stdin), nodes)))
+        return 0
+    if not 1 <= args.interval <= 3600 or not args.interval <= args.max_backoff <= 3600:
+        p.error("--interval must be 1-3600 s and --max-backoff between --interval and 3600 s")
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        api = Api.in_cluster()
+    except ApiError as exc:
+        print(f"kubelet_csr.py --serve: {exc}", file=sys.stderr)
+        return 2
+    return serve(api, nodes, args.interval, args.max_backoff, log)
 
 
 if __name__ == "__main__":
