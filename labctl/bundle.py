@@ -271,7 +271,9 @@ class Builder:
         except subprocess.TimeoutExpired as exc:
             raise BundleError(f"{what}: {' '.join(cmd[:4])} ... did not finish within {timeout:.0f} s") from exc
         if res.returncode != 0:
-            tail = "\n".join((res.stderr or res.stdout).strip().splitlines()[-15:])
+            lines = [ln for ln in (res.stderr or res.stdout).strip().splitlines()
+                     if not ln.startswith("go: downloading ")]
+            tail = "\n".join(lines[-15:])
             raise BundleError(f"{what} failed ({' '.join(cmd[:3])} ... exit {res.returncode}):\n{tail}")
         return res.stdout
 
@@ -295,11 +297,15 @@ class Builder:
     # ---- Go modules
 
     def download(self, module: str, version: str) -> Path:
-        out = self.run([self.go, "mod", "download", "-json", f"{module}@{version}"],
-                       f"downloading {module}@{version}", env=self.env())
-        info = json.loads(out)
-        if info.get("Error"):
-            raise BundleError(f"downloading {module}@{version} failed: {info['Error']}")
+        res = subprocess.run([self.go, "mod", "download", "-json", f"{module}@{version}"],
+                             capture_output=True, text=True, env=self.env())
+        try:
+            info = json.loads(res.stdout)
+        except ValueError:
+            info = {"Error": (res.stderr.strip().splitlines() or ["no output"])[-1]}
+        if res.returncode != 0 or info.get("Error") or not info.get("Dir"):
+            error = " ".join(str(info.get("Error") or res.stderr).split())
+            raise BundleError(f"downloading {module}@{version} failed: {error}")
         return Path(info["Dir"])
 
     def modfile(self, module: str, version: str, src: Path, replaced: Callable[[str], str]) -> Path:
@@ -533,8 +539,10 @@ class Builder:
                          [self.layer("coredns", [Entry("coredns", coredns_bin)])], entrypoint=["/coredns"]))
         f = self.p["flannel"]
         flanneld = self.work / "out" / "flanneld"
-        self.step(f"flanneld {f['version']}", lambda: self.go_build(
-            f["module"], f["version"], ".", flanneld, f"-X {f['module']}/pkg/version.Version={f['version']}"))
+        # flannel's Makefile builds amd64 with cgo (the udp backend) and -extldflags -static
+        self.step(f"flanneld {f['version']} (cgo, static)", lambda: self.go_build(
+            f["module"], f["version"], ".", flanneld, f"-X {f['module']}/pkg/version.Version={f['version']}",
+            cgo=True, tags="netgo osusergo", extldflags="-static"))
         self.image(Image("flannel", self.refs["flannel"], f["version"], f"{f['module']}@{f['version']}",
                          [base, self.layer("flannel", [Entry("opt/bin/flanneld", flanneld)])],
                          entrypoint=["/opt/bin/flanneld"]))
@@ -573,10 +581,10 @@ class Builder:
         try:
             self.download(w["module"], w["version"])
         except BundleError as exc:
-            reason = str(exc).splitlines()[-1].strip()
+            reason = str(exc)
             self.missing.append({"name": "whoami", "ref": self.refs["whoami"],
                                  "source": f"{w['module']}@{w['version']}", "reason": reason})
-            self.say(f"  images/whoami.tar: not built: {w['module']}@{w['version']} not served ({reason})")
+            self.say(f"  images/whoami.tar: not built: {reason}")
             return
         wb = self.work / "out" / "whoami"
         self.step(f"whoami {w['version']}", lambda: self.go_build(w["module"], w["version"], ".", wb))
