@@ -38,7 +38,7 @@ from typing import Any
 from labctl.errors import LabctlError, UserError
 
 # Bump when the way a bundle is built changes (flags, layout, image contents): a new digest.
-RECIPE = 1
+RECIPE = 2
 FORMAT = 1
 NAME = "labctl-bundle"
 GO_JOBS = "2"
@@ -94,6 +94,8 @@ def bundle_pins(pins: dict[str, Any], minor: str) -> dict[str, Any]:
         "busybox": comp("busybox"),
         "debian_base": {"suite": str(b["debian_base"]["suite"]),
                         "packages": [str(p) for p in b["debian_base"]["packages"]]},
+        "csr_approver": {"version": str(b["csr_approver"]["version"]), "suite": str(b["csr_approver"]["suite"]),
+                         "packages": [str(p) for p in b["csr_approver"]["packages"]]},
     }
 
 
@@ -119,6 +121,8 @@ def image_refs(bpins: dict[str, Any]) -> dict[str, str]:
     refs["metrics-server"] = f"registry.k8s.io/metrics-server/metrics-server:{bpins['metrics_server']['version']}"
     refs["busybox"] = WORKLOAD_IMAGES["busybox"]
     refs["whoami"] = WORKLOAD_IMAGES["whoami"]
+    # labctl's own image (roles/csr_approver); labctl/images.py names it the same way
+    refs["csr-approver"] = f"docker.io/labctl/csr-approver:{bpins['csr_approver']['version']}"
     return refs
 
 
@@ -446,8 +450,9 @@ class Builder:
 
     # ---- images
 
-    def debian_base(self) -> Path:
-        d = self.p["debian_base"]
+    def debian_base(self, d: dict[str, Any] | None = None, label: str = "base") -> Path:
+        """A Debian minbase rootfs tar with d['packages'] (kept in the cache and reused)."""
+        d = {"suite": (d or self.p["debian_base"])["suite"], "packages": (d or self.p["debian_base"])["packages"]}
         key = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
         out = cache_root() / "debian-base" / f"{d['suite']}-{key}.tar"
         if out.exists():
@@ -461,7 +466,7 @@ class Builder:
                "--customize-hook=rm -rf \"$1\"/var/cache/apt/* \"$1\"/var/lib/apt/lists/*",
                d["suite"], str(tmp)]
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(EPOCH))
-        self.step(f"debian {d['suite']} base (mmdebstrap)", lambda: self.run(cmd, "mmdebstrap", env=env))
+        self.step(f"debian {d['suite']} {label} (mmdebstrap)", lambda: self.run(cmd, "mmdebstrap", env=env))
         tmp.replace(out)
         return out
 
@@ -577,6 +582,10 @@ class Builder:
         deb = self.run(["dpkg-query", "-W", "-f=${Version}", b["debian_package"]], "dpkg-query busybox-static")
         self.image(Image("busybox", self.refs["busybox"], b["version"], f"debian:{b['debian_package']}={deb}",
                          [self.layer("busybox", self.busybox_entries())], cmd=["sh"]))
+        c = self.p["csr_approver"]
+        rootfs = self.debian_base(c, "csr-approver base")
+        self.image(Image("csr-approver", self.refs["csr-approver"], c["version"],
+                         f"debian:{c['suite']} ({', '.join(c['packages'])})", [rootfs], cmd=["python3"]))
         w = self.p["whoami"]
         try:
             self.download(w["module"], w["version"])

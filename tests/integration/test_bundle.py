@@ -31,6 +31,7 @@ ENTRYPOINTS = {
     "flannel-cni-plugin": None,  # Cmd /bin/sh, the DaemonSet's init container runs cp
     "metrics-server": ["/metrics-server"],
     "busybox": None,
+    "csr-approver": None,  # Cmd python3; roles/csr_approver sets the command
 }
 
 
