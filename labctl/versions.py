@@ -56,14 +56,15 @@ KUBERNETES: dict[str, KubernetesRelease] = {
 }
 DEFAULT_KUBERNETES = str(PINS["default_kubernetes"])
 
-# containerd for the Kubernetes nodes: the 2.x minor series installed from Docker's containerd.io
-# packages wherever the lab reaches download.docker.com (apt: containerd.io=2.2.*, held; dnf: the
-# repository excludes containerd.io, installed as containerd.io-2.2.*). containerd's RELEASES.md
+# containerd for the Kubernetes nodes: the 2.x minor series of the one containerd pin (pins.yml
+# bundle.containerd, what the offline bundle builds), installed from Docker's containerd.io packages
+# wherever the lab reaches download.docker.com (apt: containerd.io=<series>.*, held; dnf: the
+# repository excludes containerd.io, installed as containerd.io-<series>.*). containerd's RELEASES.md
 # support table recommends 2.x for current Kubernetes (1.6 LTS ended July 2025, 1.7 LTS March 2026),
 # kubeadm's ContainerRuntimeVersionCheck warns about 1.x, and only 2.x answers the kubelet's
 # RuntimeConfig (cgroup driver) call. Without a source for 2.x the distribution's package stays
 # (Debian 12: 1.6, Ubuntu 24.04: 1.7) with a warning naming the pair.
-CONTAINERD_SERIES = "2.2"
+CONTAINERD_SERIES = ".".join(str(PINS["bundle"]["containerd"]["version"]).lstrip("v").split(".")[:2])
 
 
 @dataclass(frozen=True)
