@@ -400,8 +400,8 @@ def parse_lab(data: Any, source: str = "lab.yml", *, controller: bool = False) -
     return lab
 
 
-def load_lab(path: Path) -> Lab:
-    """Read and validate lab.yml; raise LabError (exit 2) on any problem."""
+def read_lab_data(path: Path) -> Any:
+    """Read lab.yml's YAML (duplicate keys refused); UserError/LabError (exit 2) when it cannot be read."""
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -410,7 +410,7 @@ def load_lab(path: Path) -> Lab:
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise UserError(f"{source}: cannot read: {exc}") from None
     try:
-        data = yaml.load(text, Loader=LabLoader)  # noqa: S506 -- a SafeLoader
+        return yaml.load(text, Loader=LabLoader)  # noqa: S506 -- a SafeLoader
     except _DuplicateKeys as exc:
         raise LabError(source, exc.findings) from None
     except yaml.MarkedYAMLError as exc:
@@ -419,7 +419,21 @@ def load_lab(path: Path) -> Lab:
         raise LabError(source, [Finding("error", "", f"YAML syntax error at {where}: {exc.problem}")]) from None
     except yaml.YAMLError as exc:
         raise LabError(source, [Finding("error", "", f"YAML error: {exc}")]) from None
-    return parse_lab(data, source, controller=True)
+
+
+def load_lab(path: Path) -> Lab:
+    """Read and validate lab.yml; raise LabError (exit 2) on any problem."""
+    return parse_lab(read_lab_data(path), str(path), controller=True)
+
+
+def schema_lab(path: Path) -> Lab:
+    """lab.yml checked against the schema only (no cross-checks): for a command that prepares what
+    the cross-checks look for (`labctl bundle build --lab`)."""
+    data = read_lab_data(path)
+    try:
+        return Lab.model_validate(data)
+    except ValidationError as exc:
+        raise LabError(str(path), [_finding_from_pydantic(e) for e in exc.errors()]) from None
 
 
 def lab_warnings(lab: Lab) -> list[Finding]:

@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
                    help="build into DIR (default: ~/.cache/labctl/bundles/<digest>, linked as current-<minor>)")
     b.add_argument("--minor", default=None, metavar="1.37",
                    help="the Kubernetes minor whose pinned patch to build (default: labctl's default minor)")
+    b.add_argument("--lab", type=Path, default=None, metavar="PATH",
+                   help="build the bundle this lab description names (kubernetes.bundle, for its minor); "
+                        "nothing to do when it names none")
     b.set_defaults(func=run)
     p.set_defaults(func=lambda _args: (p.print_help(), 2)[1])
 
@@ -28,6 +31,26 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from labctl import bundle, versions
 
-    minor = args.minor or versions.DEFAULT_KUBERNETES
-    bundle.build(minor, args.out, say=lambda line: print(line, flush=True))
+    minor, out = args.minor or versions.DEFAULT_KUBERNETES, args.out
+    if args.lab:
+        named = lab_bundle(args.lab)
+        if named is None:
+            print(f"{args.lab}: names no kubernetes.bundle: nothing to build")
+            return 0
+        minor, path = named
+        # the cache's own current-<minor> link is built as usual; any other path is built there
+        if path != bundle.bundles_dir() / f"current-{minor}":
+            out = path
+    bundle.build(minor, out, say=lambda line: print(line, flush=True))
     return 0
+
+
+def lab_bundle(lab_file: Path) -> tuple[str, Path] | None:
+    """(minor, bundle path) a lab names, read with the schema alone: the full check of lab.yml
+    refuses a bundle that is not built yet, which is what this command is about to build."""
+    from labctl.config import schema_lab
+
+    lab = schema_lab(lab_file)
+    if not lab.kubernetes.bundle:
+        return None
+    return lab.kubernetes.minor, Path(lab.kubernetes.bundle).expanduser()
