@@ -38,7 +38,7 @@ from typing import Any
 from labctl.errors import LabctlError, UserError
 
 # Bump when the way a bundle is built changes (flags, layout, image contents): a new digest.
-RECIPE = 2
+RECIPE = 3
 FORMAT = 1
 NAME = "labctl-bundle"
 GO_JOBS = "2"
@@ -90,13 +90,19 @@ def bundle_pins(pins: dict[str, Any], minor: str) -> dict[str, Any]:
         "coredns": comp("coredns", version=rel["coredns"]),
         "helm": comp("helm"),
         "metrics_server": comp("metrics_server"),
-        "whoami": comp("whoami"),
+        "agnhost": comp("agnhost"),
         "busybox": comp("busybox"),
         "debian_base": {"suite": str(b["debian_base"]["suite"]),
                         "packages": [str(p) for p in b["debian_base"]["packages"]]},
         "csr_approver": {"version": str(b["csr_approver"]["version"]), "suite": str(b["csr_approver"]["suite"]),
                          "packages": [str(p) for p in b["csr_approver"]["packages"]]},
     }
+
+
+def staging_version(version: str) -> str:
+    """k8s.io/kubernetes' staging modules (k8s.io/api & co.) are published as v0.<minor>.<patch>."""
+    _major, minor, patch = version.lstrip("v").split(".")
+    return f"v0.{minor}.{patch}"
 
 
 def digest(bpins: dict[str, Any]) -> str:
@@ -120,7 +126,7 @@ def image_refs(bpins: dict[str, Any]) -> dict[str, str]:
     refs["flannel-cni-plugin"] = cni_ref
     refs["metrics-server"] = f"registry.k8s.io/metrics-server/metrics-server:{bpins['metrics_server']['version']}"
     refs["busybox"] = WORKLOAD_IMAGES["busybox"]
-    refs["whoami"] = WORKLOAD_IMAGES["whoami"]
+    refs["agnhost"] = WORKLOAD_IMAGES["agnhost"]
     # labctl's own image (roles/csr_approver); labctl/images.py names it the same way
     refs["csr-approver"] = f"docker.io/labctl/csr-approver:{bpins['csr_approver']['version']}"
     return refs
@@ -365,7 +371,7 @@ class Builder:
         k = self.p["kubernetes"]
         ver = k["version"]
         major, minor, _ = ver[1:].split(".")
-        staging = f"v0.{minor}.{ver.split('.')[2]}"  # k8s.io/api etc. are published as v0.<minor>.<patch>
+        staging = staging_version(ver)
         date = self.module_time(k["module"], ver)
         ld = []
         for pkg in ("k8s.io/client-go/pkg/version", "k8s.io/component-base/version"):  # hack/lib/version.sh
@@ -586,19 +592,29 @@ class Builder:
         rootfs = self.debian_base(c, "csr-approver base")
         self.image(Image("csr-approver", self.refs["csr-approver"], c["version"],
                          f"debian:{c['suite']} ({', '.join(c['packages'])})", [rootfs], cmd=["python3"]))
-        w = self.p["whoami"]
+        self.agnhost()
+
+    def agnhost(self) -> None:
+        """Kubernetes' e2e test image: test/images/agnhost of the k8s.io/kubernetes module, built like the
+        Kubernetes binaries (its go.mod with the staging replaces dropped), stamped as its Makefile does
+        (-X main.Version=<VERSION>), static on an empty base (netexec and serve-hostname need nothing else)."""
+        a = self.p["agnhost"]
+        mod, ver, tag = a["module"], a["version"], a["tag"]
+        version_file = self.download(mod, ver) / "test" / "images" / "agnhost" / "VERSION"
         try:
-            self.download(w["module"], w["version"])
-        except BundleError as exc:
-            reason = str(exc)
-            self.missing.append({"name": "whoami", "ref": self.refs["whoami"],
-                                 "source": f"{w['module']}@{w['version']}", "reason": reason})
-            self.say(f"  images/whoami.tar: not built: {reason}")
-            return
-        wb = self.work / "out" / "whoami"
-        self.step(f"whoami {w['version']}", lambda: self.go_build(w["module"], w["version"], ".", wb))
-        self.image(Image("whoami", self.refs["whoami"], w["version"], f"{w['module']}@{w['version']}",
-                         [self.layer("whoami", [Entry("whoami", wb)])], entrypoint=["/whoami"]))
+            upstream = version_file.read_text().strip()
+        except OSError as exc:
+            raise BundleError(f"agnhost: {mod}@{ver} has no test/images/agnhost/VERSION ({exc})") from exc
+        if upstream != tag:
+            raise BundleError(f"agnhost: pins.yml bundle.agnhost.tag is {tag!r} but {mod}@{ver} "
+                              f"test/images/agnhost/VERSION says {upstream!r}")
+        out = self.work / "out" / "agnhost"
+        self.step(f"agnhost {tag} ({mod}@{ver})", lambda: self.go_build(
+            mod, ver, "./test/images/agnhost", out, f"-X main.Version={tag}",
+            replaced=lambda _p: staging_version(ver)))
+        self.image(Image("agnhost", self.refs["agnhost"], tag, f"{mod}@{ver}/test/images/agnhost",
+                         [self.layer("agnhost", [Entry("agnhost", out), Entry("tmp", is_dir=True)])],
+                         entrypoint=["/agnhost"], cmd=["pause"]))
 
     def build(self) -> dict:
         self.check_proxy()

@@ -77,7 +77,7 @@ def lab_images(lab: Lab) -> list[Image]:
     # the kubelet serving CSR approver the network phase deploys, when the lab can have its image
     if not csr_approver_unavailable(lab):
         wanted += [(CSR_APPROVER, "network")]
-    # what `labctl verify`'s workload checks run (whoami, busybox)
+    # what `labctl verify`'s workload checks run (agnhost for the whoami pods, busybox)
     wanted += [(ref, "workloads") for ref in WORKLOAD_IMAGES.values()]
     seen: set[str] = set()
     out: list[Image] = []

@@ -10,6 +10,7 @@ for these checks are WORKLOAD_IMAGES (see `mirror_images()`).
 from __future__ import annotations
 
 import importlib
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,14 @@ NAMESPACE_PREFIX = "labctl-verify-"
 # the steps, in the order the test applies them
 STEPS = ("namespace", "whoami", "scheduling", "volumes", "nfs", "nfs-reader", "ingress", "hpa", "load")
 # upstream images the workloads use; mirrored to the lab registry with the other images.
-# Tags from labctl/pins.yml (bundle.whoami, bundle.busybox: what `labctl bundle build` builds).
+# Tags from labctl/pins.yml (bundle.agnhost, bundle.busybox: what `labctl bundle build` builds).
 WORKLOAD_IMAGES = {
-    "whoami": f"docker.io/traefik/whoami:{PINS['bundle']['whoami']['version']}",  # answers "Hostname: <pod>" on --port
+    # Kubernetes' e2e test image; the whoami pods run `agnhost netexec --http-port=8000`:
+    # GET /hostname answers the pod name, /readyz is the readiness endpoint
+    "agnhost": f"registry.k8s.io/e2e-test-images/agnhost:{PINS['bundle']['agnhost']['tag']}",
     "busybox": f"docker.io/library/busybox:{PINS['bundle']['busybox']['version']}",  # client, jobs, httpd + CGI for the HPA
 }
+WHOAMI_PATH = "/hostname"  # netexec's endpoint that answers the pod's hostname (= the pod name), nothing else
 NODEPORT = 30000  # the course's NodePort
 NFS_EXPORT = "/srv/nfs/labctl"  # the nfs role's default nfs_export_dir
 HOST_PATH_ROOT = "/var/lib/labctl-verify"  # hostPath volumes: <root>/<namespace>
@@ -172,6 +176,13 @@ def nslookup_answers(stdout: str) -> list[str]:
             if value.count(".") == 3:
                 answers.append(value)
     return sorted(set(answers))
+
+
+def pod_name_answer(body: str) -> str:
+    """The pod name in netexec's answer to GET /hostname (its whole body, the pod's hostname); "" when the
+    body is anything else (an error page, netexec's "NOW: <time>" of GET /, an ingress controller's 404)."""
+    name = body.strip()
+    return name if re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name) else ""
 
 
 def template_files() -> list[Path]:

@@ -161,6 +161,8 @@ def _client(wl) -> str:
 
 
 # ---------------------------------------------------------------- whoami and Services
+# The whoami pods run agnhost netexec: GET /hostname answers the pod's hostname (the pod name) and nothing
+# else, without a newline (workloads.pod_name_answer parses it).
 
 def test_whoami_spread_over_workers(wl):
     pods = _ready_whoami(wl)
@@ -175,8 +177,9 @@ def test_whoami_spread_over_workers(wl):
 def test_clusterip_balances_between_pods(wl):
     _ready_whoami(wl)
     _client(wl)
-    out = _exec(wl, "client", "for i in $(seq 30); do wget -q -O- -T 3 http://whoami:8080/ | grep ^Hostname; done")
-    names = sorted({line.split(":", 1)[1].strip() for line in out.stdout.splitlines() if ":" in line})
+    path = workloads.WHOAMI_PATH
+    out = _exec(wl, "client", f"for i in $(seq 30); do wget -q -O- -T 3 http://whoami:8080{path}; echo; done")
+    names = sorted({n for n in map(workloads.pod_name_answer, out.stdout.splitlines()) if n.startswith("whoami-")})
     check(len(names) >= 2, "ClusterIP Service whoami:8080 -> 8000 answered by different pods",
           expected=">= 2 distinct pod names in 30 requests", found=names or out.stderr.strip()[:200], detail=output(out))
 
@@ -185,15 +188,16 @@ def test_clusterip_balances_between_pods(wl):
 def test_nodeport_answers_on_every_node(wl, node):
     _ready_whoami(wl)
     ip = next(n["ip"] for n in wl.lab_vars["lab_nodes"] if n["name"] == node)
-    url = f"http://{ip}:{workloads.NODEPORT}/"
+    url = f"http://{ip}:{workloads.NODEPORT}{workloads.WHOAMI_PATH}"
     last = ""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310
                 body = resp.read(4000).decode(errors="replace")
-            check("Hostname: whoami-" in body, f"NodePort {workloads.NODEPORT} answers from this machine",
-                  expected="a whoami pod's answer", found=body[:200], node=node)
+            name = workloads.pod_name_answer(body)
+            check(name.startswith("whoami-"), f"NodePort {workloads.NODEPORT} answers from this machine",
+                  expected="a whoami pod's name", found=body[:200], node=node)
             return
         except (OSError, urllib.error.URLError) as exc:
             last = str(getattr(exc, "reason", exc))
@@ -325,19 +329,19 @@ def test_ingress_routes_two_hosts(wl):
                  180, "1 ready replica")
     port = (wl.lab_vars.get("lab_addons") or {}).get("ingress_http_nodeport", 30080)
     ip = next(n["ip"] for n in wl.lab_vars["lab_nodes"] if n["role"] == "worker" or n["role"] == "control-plane")
-    url = f"http://{ip}:{port}/"
+    url = f"http://{ip}:{port}{workloads.WHOAMI_PATH}"
     results = {}
     for host, prefix in zip(wl.ctx["ingress_hosts"], ("whoami-", "whoami-b-"), strict=True):
         body, last = "", ""
         for _ in range(15):  # the controller picks the Ingress up within seconds
             try:
                 body = _get_with_host(url, host)
-                if "Hostname:" in body:
+                if workloads.pod_name_answer(body):
                     break
             except (OSError, urllib.error.URLError) as exc:
                 last = str(getattr(exc, "reason", exc))
             time.sleep(2)
-        name = next((line.split(":", 1)[1].strip() for line in body.splitlines() if line.startswith("Hostname:")), "")
+        name = workloads.pod_name_answer(body)
         results[host] = name or f"unanswered: {last or body[:100]}"
         ok = name.startswith(prefix) and (prefix == "whoami-b-" or not name.startswith("whoami-b-"))
         check(ok, f"Ingress routes {host}", expected=f"a pod named {prefix}*", found=results[host],

@@ -32,6 +32,7 @@ ENTRYPOINTS = {
     "metrics-server": ["/metrics-server"],
     "busybox": None,
     "csr-approver": None,  # Cmd python3; roles/csr_approver sets the command
+    "agnhost": ["/agnhost"],  # Cmd pause, as upstream's Dockerfile
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -13,8 +14,10 @@ from labctl import bundle, versions
 from labctl.config import parse_lab
 from labctl.errors import UserError
 from labctl.images import kubeadm_images, lab_images
+from labctl.workloads import WORKLOAD_IMAGES
 
 from .conftest import base_lab
+from .test_pins import _modcache
 
 
 def _pins() -> dict:
@@ -64,6 +67,24 @@ def test_image_refs_are_what_the_lab_lists():
     listed = {i.source for i in lab_images(lab) if i.group in ("kubeadm", "cni", "workloads")}
     assert listed <= set(refs.values())
     assert refs["metrics-server"] == "registry.k8s.io/metrics-server/metrics-server:v0.8.0"
+    # every image the workload checks run comes from the bundle, agnhost under its upstream name
+    assert {refs["agnhost"], refs["busybox"]} == set(WORKLOAD_IMAGES.values())
+    assert refs["agnhost"] == f"registry.k8s.io/e2e-test-images/agnhost:{versions.PINS['bundle']['agnhost']['tag']}"
+
+
+def test_agnhost_pin_is_the_modules_version_file():
+    a = versions.PINS["bundle"]["agnhost"]
+    assert a["module"] == "k8s.io/kubernetes" and isinstance(a["tag"], str)
+    assert bundle.staging_version("v1.37.2") == "v0.37.2"  # its staging modules, as for kubeadm & co.
+    cache = _modcache()
+    src = cache / f"{a['module']}@{a['version']}" if cache else None
+    if src is None or not (src / "test/images/agnhost/VERSION").exists():
+        pytest.skip(f"{a['module']}@{a['version']} is not in the Go module cache (go mod download {a['module']}@"
+                    f"{a['version']}); the build compares the pin with its VERSION file")
+    assert (src / "test/images/agnhost/VERSION").read_text().strip() == a["tag"]
+    # the tag Kubernetes' own e2e tests pull (test/utils/image/manifest.go), so the ref is upstream's
+    manifest = (src / "test/utils/image/manifest.go").read_text()
+    assert re.search(r'configs\[Agnhost\] = Config\{[^,]+, "agnhost", "([^"]+)"\}', manifest).group(1) == a["tag"]
 
 
 def _fake_bundle(root: Path, bpins: dict) -> Path:

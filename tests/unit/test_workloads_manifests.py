@@ -78,7 +78,8 @@ def test_images_come_from_the_lab_registry(rendered):
     images = {c["image"] for d in _all(rendered) for t in _pod_templates(d) if "spec" in t and "containers" in t["spec"]
               for c in t["spec"]["containers"]}
     images |= {c["image"] for d in _all(rendered) if d["kind"] == "Pod" for c in d["spec"]["containers"]}
-    assert images == {"registry:5000/traefik/whoami:v1.11.0", "registry:5000/library/busybox:1.35.0"}
+    tag = versions.PINS["bundle"]["agnhost"]["tag"]
+    assert images == {f"registry:5000/e2e-test-images/agnhost:{tag}", "registry:5000/library/busybox:1.35.0"}
     assert workloads.mirror_images({**GV, "lab_mirror_images": False}) == workloads.WORKLOAD_IMAGES
 
 
@@ -88,6 +89,10 @@ def test_the_course_shape(rendered):
     assert by[("Service", "whoami")]["spec"]["ports"][0] == {"name": "http", "port": 8080, "targetPort": 8000}
     assert by[("Service", "whoami-nodeport")]["spec"]["ports"][0]["nodePort"] == 30000
     assert by[("Service", "whoami-headless")]["spec"]["clusterIP"] == "None"
+    for name in ("whoami", "whoami-b"):  # agnhost netexec on :8000, ready on its /readyz
+        c = by[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0]
+        assert c["args"] == ["netexec", "--http-port=8000"]
+        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8000}
     assert "tolerations" not in by[("DaemonSet", "every-worker")]["spec"]["template"]["spec"]
     assert by[("PersistentVolume", NS)]["spec"]["nfs"] == {"server": "192.168.56.100", "path": workloads.NFS_EXPORT}
     assert by[("Pod", "nfs-reader")]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "node2"}
@@ -103,3 +108,13 @@ def test_nslookup_answers():
                "Address: 10.244.1.5\nName:\twhoami-headless.ns.svc.cluster.local\nAddress: 10.244.2.7\n")
     assert workloads.nslookup_answers(busybox) == ["10.244.1.5", "10.244.2.7"]
     assert workloads.nslookup_answers("** server can't find x: NXDOMAIN\n") == []
+
+
+def test_pod_name_answer():
+    # netexec's GET /hostname answers os.Hostname() and nothing else (no newline)
+    assert workloads.pod_name_answer("whoami-6d9c7b9f5-x2k8q") == "whoami-6d9c7b9f5-x2k8q"
+    assert workloads.pod_name_answer("whoami-b-7f5d8-abcde\n") == "whoami-b-7f5d8-abcde"
+    assert workloads.pod_name_answer("NOW: 2026-11-29 20:48:49.758665129 +0000 UTC m=+1.53") == ""  # GET /
+    assert workloads.pod_name_answer("404 page not found\n") == ""
+    assert workloads.pod_name_answer("<html><body>404 Not Found</body></html>") == ""
+    assert workloads.pod_name_answer("") == ""
