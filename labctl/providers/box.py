@@ -76,8 +76,11 @@ ROLE_PACKAGE_FILES = (
     ("docker", "vars/Debian.yml", True),
     ("registry", "vars/Debian.yml", True),
     ("nfs", "vars/Debian.yml", True),
+    ("kubernetes_packages", "vars/main.yml", True),  # the OS tools kubeadm needs beside the bundle's binaries
 )
-EXTRA_ROLE_PACKAGES = ("firewalld",)  # the firewall role's package (host.firewall: ports), named in its tasks
+# named in the roles' tasks: the firewall role's (host.firewall: ports), the images phase's skopeo
+EXTRA_ROLE_PACKAGES = ("firewalld", "skopeo")
+
 # Started by the roles on the nodes that need them: disabled in the box, like the node image.
 DISABLED = ("containerd.service", "docker.service", "docker.socket", "docker-registry.service",
             "nfs-server.service", "firewalld.service")
