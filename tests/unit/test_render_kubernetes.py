@@ -112,6 +112,19 @@ def test_expected_files(rendered: Rendered):
 
 
 # -- kubeadm ------------------------------------------------------------------------------------------
+def test_kubeadm_files_have_no_empty_document(rendered: Rendered):
+    """kubeadm splits its --config on '---' lines and refuses a document without kind/apiVersion
+    ("kind and apiVersion is mandatory"), where yaml.safe_load_all skips it: a comment-only header
+    before the first '---' stopped the first real kubeadm init (Kubernetes 1.37.2)."""
+    files = [rendered.init_file] + [rendered.join_file(n.name) for n in rendered.k8s_nodes[1:]]
+    for rel in files:
+        text = (rendered.out / rel).read_text()
+        chunks = re.split(r"(?m)^---[ \t]*$", text)
+        for i, chunk in enumerate(chunks):
+            doc = yaml.safe_load(chunk)
+            assert isinstance(doc, dict) and doc.get("kind") and doc.get("apiVersion"), (rel, i, chunk[:200])
+
+
 def test_kubeadm_documents_have_only_known_fields(rendered: Rendered):
     docs = rendered.docs(rendered.init_file)
     assert [d["kind"] for d in docs] == ["InitConfiguration", "ClusterConfiguration", "KubeletConfiguration",
