@@ -7,7 +7,7 @@ the node layers, `labctl down`. Prints a table and writes docs/benchmarks-vm.md.
     bench/vm.py --cold          # rebuild the box first (minutes)
     bench/vm.py --keep          # leave the lab up
 
-Lab: bench-vm on 192.168.63.0/24 (examples/vm-lab.yml's topology, LABCTL_VM_PROVIDER=libvirt),
+Lab: bench-vm on 192.168.63.0/24 (the shipped lab.yml's topology, LABCTL_VM_PROVIDER=libvirt),
 removed at the end (also on failure). Where KVM is not usable here, every figure is under QEMU
 emulation (TCG): labctl up says so and the doc's title does too.
 """
@@ -61,7 +61,7 @@ def main() -> int:
     emulated = ""
     with tempfile.TemporaryDirectory(prefix="labctl-bench-vm-") as tmp:
         lab = Path(tmp) / "lab.yml"
-        data = yaml.safe_load((REPO / "examples" / "vm-lab.yml").read_text())
+        data = yaml.safe_load((REPO / "lab.yml").read_text())
         data["name"], data["network"]["cidr"] = NAME, CIDR
         for n in data["nodes"]:
             n["ip"] = CIDR.rsplit(".", 1)[0] + "." + n["ip"].rsplit(".", 1)[1]
@@ -101,7 +101,7 @@ def main() -> int:
     lines = [f"# {title}", "",
              f"Written by `bench/run --vm` (bench/vm.py) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: "
              f"{platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at the end. "
-             "Lab: examples/vm-lab.yml's topology (master 2 vCPU/2560 MiB, node 2/2048, registry 1/1024), libvirt.",
+             "Lab: the shipped lab.yml's topology (master 2 vCPU/2560 MiB, node 2/2048, registry 1/1024), libvirt.",
              "", "| step | seconds | note |", "|---|---:|---|"]
     lines += [f"| {s} | {t:.0f} | {n} |" for s, t, n in rows]
     text = "\n".join(lines) + "\n"
