@@ -326,19 +326,10 @@ def _require_tools() -> None:
 
 
 def _stage(r: dict[str, object], where: Path, fs_uuid: str) -> None:
-    files = r["files"]
-    assert isinstance(files, dict)
-    for name, content in files.items():
-        (where / name).write_text(content)
+    image.write_recipe_files(r, where)
     (where / "disabled").write_text("\n".join(DISABLED) + "\n")
     (where / "fstab").write_text(f"UUID={fs_uuid} / ext4 errors=remount-ro 0 1\n/swapfile none swap sw 0 0\n")
     (where / "grub.cfg").write_text(GRUB_CFG.format(uuid=fs_uuid, cmdline=CMDLINE))
-    apt = where / "apt"
-    apt.mkdir()
-    sources = r["apt"]
-    assert isinstance(sources, dict)
-    for name, content in sources.items():
-        (apt / name).write_text(content)
 
 
 def _make_disk(rootfs: Path, raw: Path, fs_uuid: str, timeout: float, on_line: Callable[[str], None]) -> None:

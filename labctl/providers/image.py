@@ -253,6 +253,16 @@ def bootstrap_mirror(sources: dict[str, str]) -> str:
 # ---------------------------------------------------------------------------
 
 
+def write_recipe_files(r: dict[str, object], where: Path) -> None:
+    """The recipe's files into `where`, its apt sources into `where`/apt (node image and box alike)."""
+    for key, into in (("files", where), ("apt", where / "apt")):
+        entries = r[key]
+        assert isinstance(entries, dict)
+        into.mkdir(exist_ok=True)
+        for name, content in entries.items():
+            (into / name).write_text(content)
+
+
 def recipe() -> dict[str, object]:
     sources = host_apt_sources()
     return {
@@ -292,17 +302,8 @@ def image_exists(tag: str) -> bool:
 
 
 def _stage(r: dict[str, object], where: Path) -> None:
-    files = r["files"]
-    assert isinstance(files, dict)
-    for name, content in files.items():
-        (where / name).write_text(content)
+    write_recipe_files(r, where)
     (where / "masked-units").write_text("\n".join(MASKED_UNITS) + "\n")
-    apt = where / "apt"
-    apt.mkdir()
-    sources = r["apt"]
-    assert isinstance(sources, dict)
-    for name, content in sources.items():
-        (apt / name).write_text(content)
 
 
 def _pump(proc: subprocess.Popen, on_line: Callable[[str], None], tail: list[str], deadline: float) -> None:
