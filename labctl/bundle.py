@@ -22,6 +22,7 @@ incremental.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -640,6 +641,27 @@ def build(minor: str, out: Path | None = None, say: Callable[[str], None] = prin
     want = digest(bpins)
     root = bundles_dir()
     target = out.resolve() if out else root / want
+    # one build of a digest at a time: two at once shared the work directory and broke each other
+    # (skopeo: "reading config blob ... no such file"); the second waits, then finds it up to date
+    lock_path = cache_root() / "work" / f"{want[:16]}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        if not _try_lock(lock):
+            say(f"another `labctl bundle build` is building {want[:12]}: waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_locked(minor, out, say, bpins, want, root, target)
+
+
+def _try_lock(lock) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _build_locked(minor: str, out: Path | None, say: Callable[[str], None], bpins: dict[str, Any],
+                  want: str, root: Path, target: Path) -> Path:
     if up_to_date(target, want):
         if not out:
             link_current(root, minor, target)

@@ -167,3 +167,29 @@ def test_layers_are_deterministic(tmp_path: Path):
     tool = members["usr/local/bin/tool"]
     assert tool.mode == 0o755 and tool.uid == 0 and tool.mtime == 0
     assert members["bin/sh"].issym() and members["bin/sh"].linkname == "/bin/busybox"
+
+
+def test_a_second_build_of_the_same_digest_waits_for_the_first(tmp_path: Path, monkeypatch):
+    """Two builds of one digest shared a work directory and broke each other; the second now waits."""
+    import fcntl
+    import threading
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    bpins = bundle.bundle_pins(_pins(), "1.37")
+    want = bundle.digest(bpins)
+    root = tmp_path / "labctl" / "bundles"
+    monkeypatch.setattr(bundle, "Builder", None)  # any build attempt would fail
+    lock_path = tmp_path / "labctl" / "work" / f"{want[:16]}.lock"
+    lock_path.parent.mkdir(parents=True)
+    lines: list[str] = []
+    result: list[Path] = []
+    with lock_path.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # "the first build"
+        second = threading.Thread(target=lambda: result.append(bundle.build("1.37", say=lines.append)))
+        second.start()
+        second.join(timeout=2)
+        assert second.is_alive() and lines == [f"another `labctl bundle build` is building {want[:12]}: waiting for it"]
+        _fake_bundle(root / want, bpins)  # what the first build leaves
+        fcntl.flock(held, fcntl.LOCK_UN)
+    second.join(timeout=10)
+    assert result == [root / want] and lines[-1] == f"bundle up to date: {root / want}"
