@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from labctl import versions
 from labctl.config import parse_lab
 from labctl.inventory import render_inventory, write_tree
 from labctl.providers.image import node_image
@@ -24,6 +25,7 @@ from labctl.runner import run_playbook
 from labctl.state import StateDir
 
 pytestmark = pytest.mark.integration
+PATCH = versions.KUBERNETES["1.37"].patch  # the pinned patch of the lab's minor (labctl/pins.yml)
 
 LAB = {
     "name": "k5-preflight", "provider": "docker", "network": {"cidr": "192.168.56.0/24"},
@@ -82,7 +84,7 @@ def test_unreachable_package_source_stops_the_phase_with_one_message(tmp_path: P
     assert "Layers ready so far:" in msg
     assert "master: host " in msg and "runtime NOT ready" in msg and "registry NOT ready (registry:5000" in msg
     assert "connect the lab to the internet" in msg
-    assert "set kubernetes.packages_dir in lab.yml" in msg and ".deb files of version 1.37.0" in msg
+    assert "set kubernetes.packages_dir in lab.yml" in msg and f".deb files of version {PATCH}" in msg
     # quick: no apt timeouts (the whole ansible run, including its start-up)
     assert seconds < 90, seconds
     # nothing changed on the node
@@ -95,11 +97,13 @@ def test_unreachable_package_source_stops_the_phase_with_one_message(tmp_path: P
 def test_missing_packages_dir_content_is_reported(tmp_path: Path, offline_node: str):
     pkgs = tmp_path / "pkgs"
     pkgs.mkdir()
-    (pkgs / "kubectl_1.37.0-1.1_amd64.deb").write_bytes(b"")
+    (pkgs / f"kubectl_{PATCH}-1.1_amd64.deb").write_bytes(b"")
     result, _ = _run(tmp_path, offline_node, packages_dir=str(pkgs))
     assert result.rc != 0
     msg = _failure_message(result)
-    assert f"kubernetes.packages_dir {pkgs} holds no kubelet, kubeadm package(s) for 1.37.0" in msg
+    missing = msg.split(f"kubernetes.packages_dir {pkgs} holds no ", 1)[-1].split(" package(s)", 1)[0].split(", ")
+    assert {"kubelet", "kubeadm"} <= set(missing) and "kubectl" not in missing, msg
+    assert f"package(s) for {PATCH}" in msg
 
 
 def _pkgs_k8s_io_reachable() -> bool:
