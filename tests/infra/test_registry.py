@@ -183,14 +183,19 @@ def test_push(pushed, host):
 
 
 def _pull_command() -> str:
-    # The way the kubelet pulls: through the CRI (containerd: hosts.toml, the lab CA) with the credentials
-    # of the kubelet's config.json on the node (0600; config.toml holds none). They are read into crictl's
-    # environment on the node: never in this command line, testinfra's log or a failure message.
-    if not AUTH:
-        return f"crictl pull {IMAGE}"
-    read = ("python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[\"auths\"][sys.argv[2]][\"auth\"])' "
-            f"/var/lib/kubelet/config.json {ADDRESS}")
-    script = "auth=$(" + read + ') && CRICTL_AUTH="$auth" crictl pull ' + IMAGE
+    # The way the kubelet pulls: through containerd (hosts.toml, the lab CA) with the credentials of the
+    # kubelet's config.json on the node (0600; config.toml holds none). They are read into a variable on
+    # the node: never in this command line, testinfra's log or a failure message. crictl comes with the
+    # Kubernetes packages (phase packages); before that, ctr pulls the same way (--hosts-dir).
+    crictl = "crictl pull"
+    ctr = "ctr -n k8s.io images pull --hosts-dir /etc/containerd/certs.d"
+    if AUTH:
+        read = ("python3 -c 'import base64, json, sys; a = json.load(open(sys.argv[1]))[\"auths\"][sys.argv[2]][\"auth\"]; "
+                "print(a if sys.argv[3] == \"b64\" else base64.b64decode(a).decode())' "
+                f"/var/lib/kubelet/config.json {ADDRESS}")
+        crictl = f'auth=$({read} b64) && CRICTL_AUTH="$auth" crictl pull'
+        ctr = f'creds=$({read} plain) && {ctr} --user "$creds"'
+    script = f"if command -v crictl >/dev/null; then {crictl} {IMAGE}; else {ctr} {IMAGE} >/dev/null; fi"
     return "sh -c " + shlex.quote(script)
 
 
