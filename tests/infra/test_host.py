@@ -1,5 +1,5 @@
 """Layer `host` (phase host): every node's name, /etc/hosts, swap, kernel settings, the lab CA
-in its trust store and the firewall state lab.yml asks for (lab-reference §1).
+in its trust store and the firewall state lab.yml asks for (docs/course.md §1).
 
 In a container the kernel is the host's: modules cannot be loaded and swap cannot be turned
 off from inside. Those checks are skipped there with that reason; the files that make them

@@ -1,4 +1,4 @@
-"""Layer `registry` (phase registry): the lab registry on the registry host (lab-reference §3).
+"""Layer `registry` (phase registry): the lab registry on the registry host (docs/course.md §3).
 
 TLS from the lab CA with the right names, anonymous access refused, the generated
 password accepted, and a real round trip: an image made with `docker import` on the

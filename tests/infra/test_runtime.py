@@ -1,5 +1,5 @@
 """Layer `runtime` (phase runtime): containerd on every Kubernetes node, docker on the
-registry host (lab-reference §2).
+registry host (docs/course.md §2).
 
 The checks read what containerd actually loaded (`containerd config dump`), not only the
 file: Debian's packaged config.toml has no SystemdCgroup line, so a file that is never read

@@ -1,4 +1,4 @@
-"""Layer `workloads`: the course's own checks (lab-reference §11) as real workloads.
+"""Layer `workloads`: the course's own checks (docs/course.md §11) as real workloads.
 
 Everything runs in a namespace `labctl-verify-<random>`; every object carries
 `app.kubernetes.io/managed-by: labctl-verify` (labctl/workloads.py adds it), and the

@@ -1,4 +1,4 @@
-"""The role contract, for every role in roles/ (conventions.md, "Ansible roles").
+"""The role contract every role in roles/ follows:
 
 - every key in defaults/main.yml starts with the role's name, has a one-line comment right
   above it, and is listed in meta/argument_specs.yml (entry point `main`) with a type -- and
