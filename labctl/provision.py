@@ -36,7 +36,6 @@ from labctl.state import StateDir, write_private
 # The secrets the roles read from secrets/ (generated before a run when absent).
 SECRETS = ("registry-password", "grafana-admin-password")
 REDACTED = "********"
-GROUPS = ("control_plane", "workers", "registry", "k8s_cluster", "all")
 
 
 @dataclass

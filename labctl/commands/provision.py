@@ -71,28 +71,28 @@ class LiveView:
     def __rich__(self):
         from rich.table import Table
 
-        if True:  # the refresh thread reads while events arrive: copy before iterating
-            p = self.progress
-            pos, total = p.phase_position()
-            title = (f"labctl provision {self.lab_name} -- phase {pos}/{total} {p.phase or ''} -- "
-                     f"task-hosts {_done_of(p)} -- {_clock(time.monotonic() - self.t0)}")
-            t = Table(title=title, title_justify="left", expand=False, box=None, pad_edge=False)
-            for col in ("host", "now", "ok", "changed", "failed", "skipped"):
-                t.add_column(col, no_wrap=True, overflow="ellipsis", max_width=70 if col == "now" else None)
-            for name, h in sorted(list(p.hosts.items())):
-                if h.unreachable:
-                    now = "[red]unreachable[/]"
-                elif h.failed:
-                    now = "[red]failed[/]"
-                elif h.current:
-                    since = time.time() - h.current_since if h.current_since else 0
-                    now = f"{h.current} [dim]{since:.0f}s[/]"
-                else:
-                    now = "[dim]waiting[/]"
-                c = h.counts
-                t.add_row(name, now, str(c["ok"]), str(c["changed"]),
-                          f"[red]{c['failed']}[/]" if c["failed"] else "0", str(c["skipped"]))
-            return t
+        # the refresh thread reads while events arrive: copy before iterating
+        p = self.progress
+        pos, total = p.phase_position()
+        title = (f"labctl provision {self.lab_name} -- phase {pos}/{total} {p.phase or ''} -- "
+                 f"task-hosts {_done_of(p)} -- {_clock(time.monotonic() - self.t0)}")
+        t = Table(title=title, title_justify="left", expand=False, box=None, pad_edge=False)
+        for col in ("host", "now", "ok", "changed", "failed", "skipped"):
+            t.add_column(col, no_wrap=True, overflow="ellipsis", max_width=70 if col == "now" else None)
+        for name, h in sorted(list(p.hosts.items())):
+            if h.unreachable:
+                now = "[red]unreachable[/]"
+            elif h.failed:
+                now = "[red]failed[/]"
+            elif h.current:
+                since = time.time() - h.current_since if h.current_since else 0
+                now = f"{h.current} [dim]{since:.0f}s[/]"
+            else:
+                now = "[dim]waiting[/]"
+            c = h.counts
+            t.add_row(name, now, str(c["ok"]), str(c["changed"]),
+                      f"[red]{c['failed']}[/]" if c["failed"] else "0", str(c["skipped"]))
+        return t
 
 
 def diff_text(event: dict[str, Any]) -> str | None:
