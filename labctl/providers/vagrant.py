@@ -309,7 +309,17 @@ class VagrantProvider:
                                     timeout=300, progress=progress, sudo=True)
         write_inventory(self.lab, self.lab_file)
         ordered = [results[n.name] for n in self.lab.nodes]
-        common.raise_on_failures(ordered)
+        try:
+            common.raise_on_failures(ordered)
+        except RunFailed as exc:
+            if self.vm_provider != "libvirt":
+                raise
+            # seen here: VMs whose first `vagrant up` was interrupted run without their hostname and lab
+            # network, which vagrant-libvirt sets only when it creates a machine, never on a later up
+            raise RunFailed(f"{exc}\nIf a node's lab address does not answer and its first `vagrant up` was "
+                            "interrupted, vagrant-libvirt never configured its hostname and lab network (it does "
+                            "so only when it creates a machine): `labctl down` then `labctl up` creates it again.") \
+                from None
         return ordered
 
     def down(self, progress: Progress) -> None:
