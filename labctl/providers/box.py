@@ -41,7 +41,6 @@ import os
 import re
 import shutil
 import struct
-import subprocess
 import tarfile
 import tempfile
 import time
@@ -50,7 +49,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from labctl.errors import RunFailed, UserError
-from labctl.providers import image
+from labctl.providers import common, image
 from labctl.state import REPO_ROOT
 
 BOX_NAME = "labctl/debian12"
@@ -296,23 +295,7 @@ def installed(provider: str, h: str) -> bool:
 
 def _run(argv: list[str], what: str, timeout: float, on_line: Callable[[str], None] | None = None,
          env: dict[str, str] | None = None) -> None:
-    tail: list[str] = []
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        if line:
-            tail.append(line)
-            del tail[:-30]
-            if on_line is not None:
-                on_line(line)
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RunFailed(f"{what} took longer than {int(timeout)} s:\n" + "\n".join(tail[-10:]))
-    rc = proc.wait()
-    if rc != 0:
-        raise RunFailed(f"{what} failed (exit {rc}):\n" + "\n".join(tail[-15:]))
+    common.run_streamed(argv, what, timeout, on_line, env)
 
 
 def _require_tools() -> None:

@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -192,11 +192,11 @@ def vagrant_env(lab_file: Path, state: StateDir, extra: dict[str, str] | None = 
     return env
 
 
-def run_vagrant(args: Sequence[str], env: dict[str, str], cwd: Path, timeout: float,
-                progress: Progress) -> str:
-    """Run `vagrant ARGS`, streaming its lines to progress; RunFailed with its last lines on failure."""
-    proc = subprocess.Popen(["vagrant", *args, "--no-tty"] if args and args[0] != "ssh" else ["vagrant", *args],
-                            env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+def run_streamed(argv: Sequence[str], what: str, timeout: float, on_line: Callable[[str], None] | None = None,
+                 env: dict[str, str] | None = None, cwd: Path | None = None) -> list[str]:
+    """Run argv (stdin closed), streaming its non-empty lines to on_line; its lines, or RunFailed naming
+    `what` with the last lines when it fails or outlasts timeout (the box build and Vagrant share it)."""
+    proc = subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, stdin=subprocess.DEVNULL)
     lines: list[str] = []
     deadline = time.monotonic() + timeout
@@ -205,14 +205,22 @@ def run_vagrant(args: Sequence[str], env: dict[str, str], cwd: Path, timeout: fl
         line = line.rstrip()
         if line:
             lines.append(line)
-            progress(line)
+            if on_line is not None:
+                on_line(line)
         if time.monotonic() > deadline:
             proc.kill()
-            raise RunFailed(f"vagrant {args[0]} took longer than {int(timeout)} s; last lines:\n" + "\n".join(lines[-10:]))
+            raise RunFailed(f"{what} took longer than {int(timeout)} s; last lines:\n" + "\n".join(lines[-10:]))
     rc = proc.wait()
     if rc != 0:
-        raise RunFailed(f"vagrant {' '.join(args)} failed (exit {rc}):\n" + "\n".join(lines[-15:]))
-    return "\n".join(lines)
+        raise RunFailed(f"{what} failed (exit {rc}):\n" + "\n".join(lines[-15:]))
+    return lines
+
+
+def run_vagrant(args: Sequence[str], env: dict[str, str], cwd: Path, timeout: float,
+                progress: Progress) -> str:
+    """Run `vagrant ARGS`, streaming its lines to progress; RunFailed with its last lines on failure."""
+    argv = ["vagrant", *args, "--no-tty"] if args and args[0] != "ssh" else ["vagrant", *args]
+    return "\n".join(run_streamed(argv, f"vagrant {' '.join(args)}", timeout, progress, env, cwd))
 
 
 def docker_networks() -> dict[str, list[ipaddress.IPv4Network]]:
