@@ -110,6 +110,11 @@ class NodeTarget:
         return f"{self.user}@{self.host}"
 
     @property
+    def known_name(self) -> str:
+        """The name ssh looks this node's host key up by in known_hosts."""
+        return _known_name(self.host, self.port)
+
+    @property
     def control_path(self) -> str:
         return f"{self.control_path_dir}/%C"
 
@@ -140,6 +145,10 @@ class NodeTarget:
                 self.destination]
 
 
+def _known_name(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
 def _user(lab: Lab, node: Node) -> str:
     if lab.provider == "existing":
         return node.ssh_user or "root"
@@ -154,11 +163,10 @@ def node_target(lab: Lab, node: Node, state: StateDir) -> NodeTarget:
         host = node.ssh_host or str(node.ip)
         port = node.ssh_port
         key = Path(node.ssh_key).expanduser() if node.ssh_key else None
-        # ssh-keyscan's record, under the name ssh looks the host up by
-        known_as: tuple[str, ...] = (host if port == 22 else f"[{host}]:{port}",)
+        known_as: tuple[str, ...] = (_known_name(host, port),)  # ssh-keyscan's record (trust on first use)
     else:
         host, port, key = str(node.ip), 22, state.ssh_key
-        known_as = (node.name, host)  # read from the node itself by `labctl up`
+        known_as = (node.name, _known_name(host, port))  # read from the node itself by `labctl up`
     return NodeTarget(name=node.name, host=host, port=port, user=_user(lab, node), key=key,
                       known_hosts=state.known_hosts, control_path_dir=control_path_dir(state), known_as=known_as)
 
