@@ -48,7 +48,7 @@ def main() -> int:
     lab = load_lab(args.lab)
     state = StateDir(args.lab, lab.name)
     layers, _ = parse_selection(args.layer)
-    facts = gather_facts(state, layers)
+    facts = gather_facts(lab, state, layers)
     variants = [("serial", "0", {}), ("xdist-2", "2", {}), ("xdist-auto", "auto", {}),
                 ("no-control", "0", no_control_env(state))]
     results: dict[str, float] = {}
@@ -60,7 +60,7 @@ def main() -> int:
             os.environ.update(env)
             try:
                 t0 = time.monotonic()
-                report = verify(args.lab, lab.name, args.layer, workers, facts=facts, infra_dir=args.suites.resolve())
+                report = verify(args.lab, lab, args.layer, workers, facts=facts, infra_dir=args.suites.resolve())
                 times.append(time.monotonic() - t0)
             finally:
                 for k, v in saved.items():

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from labctl import reach
 from labctl.config import Lab
 from labctl.errors import UserError
 from labctl.failures import Failure, collect
@@ -301,10 +302,10 @@ def preflight(lab: Lab, state: StateDir, nodes: list[str], timeout: float = 1.5)
         raise UserError(f"no SSH host keys recorded for lab {lab.name!r} ({state.known_hosts}): run `labctl up` first")
     if not state.ssh_key.is_file():
         raise UserError(f"the lab's SSH key {state.ssh_key} is missing: run `labctl up` first")
-    by_name = {n.name: n for n in lab.nodes}
+    targets = reach.node_targets(lab, state)
     with ThreadPoolExecutor(max_workers=min(16, len(nodes) or 1)) as pool:
-        up = list(pool.map(lambda n: _port_open(str(by_name[n].ip), 22, timeout), nodes))
-    down = [f"{n} ({by_name[n].ip})" for n, ok in zip(nodes, up, strict=True) if not ok]
+        up = list(pool.map(lambda n: _port_open(targets[n].host, targets[n].port, timeout), nodes))
+    down = [f"{n} ({targets[n].host})" for n, ok in zip(nodes, up, strict=True) if not ok]
     if down:
         raise UserError(f"not answering on ssh (port 22): {', '.join(down)} -- is the lab up? "
                         "run `labctl up` first (`labctl status` shows the machines)")
@@ -319,20 +320,13 @@ def close_stale_masters(lab: Lab, state: StateDir, hosts: list[str]) -> None:
     """
     import subprocess
 
-    from labctl.inventory import ssh_user
-    from labctl.runner import control_path_dir
-
-    by_name = {n.name: n for n in lab.nodes}
-    cp = control_path_dir(state)
+    targets = reach.node_targets(lab, state)
     for host in hosts:
-        node = by_name.get(host)
-        if node is None:
+        t = targets.get(host)
+        if t is None:
             continue
-        addr = node.ssh_host if lab.provider == "existing" and node.ssh_host else str(node.ip)
-        cmd = ["ssh", "-o", f"ControlPath={cp}/%C", "-p", str(node.ssh_port), "-O", "exit",
-               f"{ssh_user(lab, node)}@{addr}"]
         try:
-            subprocess.run(cmd, capture_output=True, timeout=5, check=False)
+            subprocess.run(t.control_argv("exit"), capture_output=True, timeout=5, check=False)
         except (OSError, subprocess.TimeoutExpired):
             continue
 

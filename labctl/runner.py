@@ -17,44 +17,16 @@ Two things ansible-runner does by default that labctl undoes here:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labctl.reach import control_path_dir
 from labctl.state import REPO_ROOT, StateDir
 
 PLAYBOOKS = REPO_ROOT / "playbooks"
-
-# sun_path is 108 bytes with its NUL; ssh appends ".XXXXXXXXXXXXXXXX" to the
-# ControlPath while it creates the master socket, and %C expands to 40 hex chars.
-_SUN_PATH_MAX = 107
-_CONTROL_NAME_LEN = 40 + 17
-
-
-def control_path_dir(state: StateDir) -> Path:
-    """Where the SSH ControlPath sockets of this lab live.
-
-    `.labctl/<name>/cp/` when a socket path there fits the unix-socket limit;
-    otherwise a short private directory /tmp/labctl-<uid>/<hash of the state dir>.
-    The inventory's ansible_ssh_common_args and ANSIBLE_SSH_CONTROL_PATH_DIR use
-    this same directory, so `labctl ssh`, testinfra and Ansible share masters.
-    """
-    preferred = state.control_dir
-    if len(str(preferred)) + 1 + _CONTROL_NAME_LEN <= _SUN_PATH_MAX:
-        return preferred
-    top = Path(f"/tmp/labctl-{os.getuid()}")
-    digest = hashlib.sha256(str(state.root).encode()).hexdigest()[:12]
-    short = top / digest
-    for d in (top, short):
-        d.mkdir(mode=0o700, exist_ok=True)
-        if d.stat().st_uid != os.getuid():
-            raise PermissionError(f"{d} belongs to another user; refusing to put SSH sockets there")
-        os.chmod(d, 0o700)
-    return short
-
 
 def ansible_env(state: StateDir, tuned: bool = True, forks: int = 5) -> dict[str, str]:
     """ANSIBLE_* settings for a run; `tuned=False` gives Ansible's defaults (for bench/)."""

@@ -5,7 +5,8 @@
 - known_hosts: one line per node, `<name>,<ip> <type> <key>`, written by `labctl up`
   from the key the node itself holds (read through `docker exec` / `vagrant ssh`),
   or from ssh-keyscan for provider `existing` (trust on first use, said so).
-  Everything that talks to a node uses StrictHostKeyChecking=yes with this file.
+  Everything that talks to a node uses StrictHostKeyChecking=yes with this file
+  (the ssh options are labctl/reach.py's, as is the name a node is recorded under).
 """
 
 from __future__ import annotations
@@ -98,26 +99,3 @@ def forget_hosts(state: StateDir, names: Sequence[str]) -> None:
 
 def has_host(state: StateDir, name: str) -> bool:
     return any(name in ln.split(" ", 1)[0].split(",") for ln in _read_known(state))
-
-
-def ssh_argv(state: StateDir, user: str, host: str, *, port: int = 22, key: Path | None = None,
-             default_identity: bool = False, batch: bool = True, connect_timeout: int = 5,
-             tty: bool = False) -> list[str]:
-    """ssh command line for a node: the lab key (or the user's own keys for `existing` nodes
-    without ssh_key), the lab's known_hosts, strict host key checking."""
-    argv = ["ssh"]
-    if not default_identity:
-        argv += ["-i", str(key or state.ssh_key), "-o", "IdentitiesOnly=yes"]
-    argv += [
-        "-o", f"UserKnownHostsFile={state.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
-        "-o", "StrictHostKeyChecking=yes", "-o", f"ConnectTimeout={connect_timeout}",
-        "-o", "LogLevel=ERROR",
-    ]
-    if batch:
-        argv += ["-o", "BatchMode=yes"]
-    if port != 22:
-        argv += ["-p", str(port)]
-    if tty:
-        argv.append("-t")
-    argv.append(f"{user}@{host}")
-    return argv

@@ -4,9 +4,10 @@ One layer = one module tests/infra/test_<layer>.py. Before anything runs, cheap 
 decide which selected layers CAN run (nodes answer SSH; a kubeconfig exists and the
 API server answers; flannel / addons are there); the others are skipped with the
 reason, never run and never reported as passed. The layers that can run go to ONE
-pytest subprocess (pytest-xdist, testinfra's ssh backend reusing the inventory's
-ControlPath), with labctl's plugin writing per-test JSON; this module turns that into
-a report.Report. Returns data; never prints.
+pytest subprocess (pytest-xdist, testinfra's ssh backend connecting as the inventory
+says: labctl/reach.py's targets and ControlPath, shared with Ansible and `labctl ssh`),
+with labctl's plugin writing per-test JSON; this module turns that into a
+report.Report. Returns data; never prints.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from typing import Any
 
 import yaml
 
+from labctl import reach
+from labctl.config import Lab
 from labctl.errors import RunFailed, UserError
 from labctl.phases import LAYERS
 from labctl.report import Check, LayerResult, Report, checks_from_json, checks_from_junit, layer_result
@@ -104,20 +107,13 @@ def probe_ssh(targets: dict[str, tuple[str, int]], timeout: float = 3.0) -> dict
         return {name: f.result() for name, f in futs.items()}
 
 
-def inventory_targets(hosts_file: Path) -> tuple[dict[str, tuple[str, int]], dict[str, list[str]]]:
-    """(node -> (address, ssh port), group -> nodes) from the generated hosts.yml."""
+def inventory_groups(hosts_file: Path) -> dict[str, list[str]]:
+    """group -> nodes, from the generated hosts.yml."""
     doc = yaml.safe_load(hosts_file.read_text()) or {}
     children = (doc.get("all") or {}).get("children") or {}
-    targets: dict[str, tuple[str, int]] = {}
-    groups: dict[str, list[str]] = {}
-    for group, body in children.items():
-        hosts = (body or {}).get("hosts") or {}
-        groups[group] = list(hosts)
-        for name, hv in hosts.items():
-            hv = hv or {}
-            targets[name] = (str(hv.get("ansible_host", name)), int(hv.get("ansible_port", 22)))
+    groups = {group: list((body or {}).get("hosts") or {}) for group, body in children.items()}
     groups["k8s_cluster"] = groups.get("control_plane", []) + groups.get("workers", [])
-    return targets, groups
+    return groups
 
 
 class _Api:
@@ -212,11 +208,12 @@ def probe_cluster(state: StateDir, timeout: float = 4.0) -> ClusterFacts:
     return facts
 
 
-def gather_facts(state: StateDir, layers: list[str]) -> Facts:
+def gather_facts(lab: Lab, state: StateDir, layers: list[str]) -> Facts:
     if not state.hosts_file.exists():
         return Facts(hosts_file=False)
-    targets, groups = inventory_targets(state.hosts_file)
-    facts = Facts(ssh=probe_ssh(targets), groups=groups)
+    # the address and port the suites connect to (they read them from the inventory reach wrote)
+    targets = {name: (t.host, t.port) for name, t in reach.node_targets(lab, state).items()}
+    facts = Facts(ssh=probe_ssh(targets), groups=inventory_groups(state.hosts_file))
     if any(layer in CLUSTER_LAYERS for layer in layers):
         facts.cluster = probe_cluster(state)
     return facts
@@ -342,17 +339,17 @@ def attach_hints(layers: list[LayerResult], lab_vars: dict[str, Any]) -> None:
             c.hint = c.hint or hint_for(c, lab_vars)
 
 
-def verify(lab_file: Path, lab_name: str, selection: str | None = None, workers: str = "auto",
+def verify(lab_file: Path, lab: Lab, selection: str | None = None, workers: str = "auto",
            junit_out: Path | None = None, slow: bool = False, facts: Facts | None = None,
            infra_dir: Path = INFRA_DIR, on_plan: Callable[[list[LayerPlan], str], None] | None = None) -> Report:
     """Plan, run what can run, and return the report (junit_out: keep pytest's JUnit XML there)."""
     t0 = time.time()
     layers, explicit = parse_selection(selection)
     workers = resolve_workers(workers)
-    state = StateDir(lab_file, lab_name)
+    state = StateDir(lab_file, lab.name)
     state.ensure()
     lab_vars = load_lab_vars(state)
-    facts = facts or gather_facts(state, layers)
+    facts = facts or gather_facts(lab, state, layers)
     plan = plan_layers(layers, facts, lab_vars, state, infra_dir)
     runnable = [p.layer for p in plan if p.run]
     if on_plan is not None:
@@ -402,7 +399,7 @@ def verify(lab_file: Path, lab_name: str, selection: str | None = None, workers:
         junit_out.parent.mkdir(parents=True, exist_ok=True)
         junit_out.write_text(skipped_junit(results_by_layer))
     how = (f"pytest-xdist -n {workers}" if workers != "0" else "serial") if runnable else "nothing ran"
-    report = Report(lab=lab_name, layers=results_by_layer, explicit=explicit, started=t0,
+    report = Report(lab=lab.name, layers=results_by_layer, explicit=explicit, started=t0,
                     duration=time.time() - t0, workers=how,
                     log=log_path)
     return report

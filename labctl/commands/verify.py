@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"verify {lab.name}: skipping {', '.join(names)}: {reason}", file=sys.stderr, flush=True)
     suites = os.environ.get("LABCTL_VERIFY_SUITES")  # another tests/infra (development of the suites)
     extra = {"infra_dir": Path(suites).resolve()} if suites else {}
-    report = verify(args.lab, lab.name, args.layer, str(args.workers), junit_out=args.junit, slow=args.slow,
+    report = verify(args.lab, lab, args.layer, str(args.workers), junit_out=args.junit, slow=args.slow,
                     on_plan=on_plan, **extra)
     if tty:
         from rich.console import Console

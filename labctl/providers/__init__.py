@@ -4,7 +4,7 @@
 - vagrant:  VirtualBox or libvirt VMs through Vagrant
 - existing: real machines reached over SSH (checked, never created)
 
-Every provider answers `up()`, `down()`, `status()` and `ssh_target(node)`.
+Every provider answers `up()`, `down()` and `status()`; how to reach a node is labctl/reach.py's.
 """
 
 from __future__ import annotations
@@ -29,23 +29,12 @@ class NodeStatus:
     detail: str = ""  # failed units, cause of a failure
 
 
-@dataclass(frozen=True)
-class SshTarget:
-    user: str
-    host: str
-    port: int = 22
-    key: Path | None = None  # None: the lab key
-    default_identity: bool = False  # use the user's own SSH keys/agent (existing nodes without ssh_key)
-
-
 class Provider(Protocol):
     def up(self, progress: Progress) -> list[NodeStatus]: ...
 
     def down(self, progress: Progress) -> None: ...
 
     def status(self) -> list[NodeStatus]: ...
-
-    def ssh_target(self, node_name: str) -> SshTarget: ...
 
 
 def get_provider(lab: Lab, lab_file: Path, *, rebuild_image: bool = False, vm_provider: str | None = None,

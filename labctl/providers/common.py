@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from labctl import sshkeys
 from labctl.config import Lab, Node
 from labctl.errors import RunFailed, UserError
-from labctl.providers import NodeStatus, Progress, SshTarget
+from labctl.providers import NodeStatus, Progress
+from labctl.reach import NodeTarget
 from labctl.state import REPO_ROOT, StateDir
 
 VAGRANTFILE = REPO_ROOT / "Vagrantfile"
@@ -114,11 +114,12 @@ def check_inotify(new_nodes: int) -> None:
         raise UserError(problem)
 
 
-def wait_ready(state: StateDir, lab: Lab, targets: dict[str, SshTarget], timeout: float,
+def wait_ready(lab: Lab, targets: dict[str, NodeTarget], timeout: float,
                progress: Progress, systemd: bool = True, sudo: bool = False) -> dict[str, NodeStatus]:
     """Wait (bounded) until each node answers SSH with the lab key and systemd is running or degraded.
 
-    targets: {node name: how to reach it}. Returns {name: NodeStatus}; state is running, degraded
+    targets: {node name: how to reach it (reach.node_targets)}; no master is opened (share_master=False):
+    the nodes may still be booting. Returns {name: NodeStatus}; state is running, degraded
     (detail names the failed units) or a failure state with its cause.
     """
     script = (
@@ -132,13 +133,11 @@ def wait_ready(state: StateDir, lab: Lab, targets: dict[str, SshTarget], timeout
 
     def one(name: str) -> NodeStatus:
         t = targets[name]
-        user, host = t.user, t.host
         node = by_name[name]
         deadline = time.monotonic() + timeout
         last = "no answer yet"
         while True:
-            argv = sshkeys.ssh_argv(state, user, host, port=t.port, key=t.key, default_identity=t.default_identity,
-                                    connect_timeout=5) + [script]
+            argv = t.argv(share_master=False, connect_timeout=5) + [script]
             try:
                 res = subprocess.run(argv, capture_output=True, text=True, timeout=90)
                 if res.returncode == 0 and res.stdout.count("|") >= 3:
@@ -151,7 +150,7 @@ def wait_ready(state: StateDir, lab: Lab, targets: dict[str, SshTarget], timeout
                         return NodeStatus(name, node.role, str(node.ip), sstate, detail)
                     if sstate == "nosudo":
                         return NodeStatus(name, node.role, str(node.ip), "failed",
-                                          f"{user}@{host}: passwordless sudo is not allowed (sudo -n true failed)")
+                                          f"{t.destination}: passwordless sudo is not allowed (sudo -n true failed)")
                     last = f"systemd is {sstate or 'unknown'}" + (f" (failed: {failed.strip()})" if failed.strip() else "")
                 else:
                     last = (res.stderr.strip().splitlines() or [f"ssh exit {res.returncode}"])[-1]

@@ -21,10 +21,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from labctl import sshkeys
+from labctl import reach, sshkeys
 from labctl.config import Lab, Node
 from labctl.errors import RunFailed, UserError
-from labctl.providers import NodeStatus, Progress, SshTarget, common, image
+from labctl.providers import NodeStatus, Progress, common, image
 from labctl.state import StateDir
 
 INSTALL_HINT = "apt-get install -y docker.io vagrant (Debian/Ubuntu)"
@@ -205,7 +205,7 @@ class DockerProvider:
                           "/etc/ssh/ssh_host_rsa_key.pub", timeout=20)
             keys = [ln for ln in res.stdout.splitlines() if ln.strip()]
             if res.returncode == 0 and len(keys) == 3:
-                sshkeys.record_host(self.state, [node.name, str(node.ip)], keys)
+                sshkeys.record_host(self.state, reach.node_target(self.lab, node, self.state).known_as, keys)
                 return
             last = res.stderr.strip() or "host keys not generated yet"
             if time.monotonic() > deadline:
@@ -250,12 +250,12 @@ class DockerProvider:
                 raise RunFailed(f"{exc}\n(nodes: {', '.join(n.name for n in todo)})") from None
         elif self.rebuild_image:
             image.node_image(self.node_image, True, progress)
+        targets = reach.node_targets(self.lab, self.state)
         for n in self.lab.nodes:
-            if n in todo or not sshkeys.has_host(self.state, str(n.ip)):
+            if n in todo or not sshkeys.has_host(self.state, targets[n.name].known_name):
                 self._record_host_key(n)
         progress("waiting for SSH and systemd on every node")
-        results = common.wait_ready(self.state, self.lab, {n.name: SshTarget("root", str(n.ip)) for n in self.lab.nodes},
-                                    timeout=180, progress=progress)
+        results = common.wait_ready(self.lab, targets, timeout=180, progress=progress)
         write_inventory(self.lab, self.lab_file)
         ordered = [results[n.name] for n in self.lab.nodes]
         common.raise_on_failures(ordered)
@@ -279,7 +279,8 @@ class DockerProvider:
             progress(f"removing network {self.network}")
             self._remove_network()
         shutil.rmtree(self.state.root / "vagrant", ignore_errors=True)
-        sshkeys.forget_hosts(self.state, [x for n in self.lab.nodes for x in (n.name, str(n.ip))])
+        sshkeys.forget_hosts(self.state, [x for t in reach.node_targets(self.lab, self.state).values()
+                                          for x in t.known_as])
 
     def _remove_network(self, attempts: int = 10, pause: float = 2.0) -> None:
         """`docker network rm`, retried while dockerd still counts the endpoints of containers
@@ -316,7 +317,3 @@ class DockerProvider:
             detail = f"failed units: {' '.join(lines[1:])}" if len(lines) > 1 else ""
             out.append(NodeStatus(n.name, n.role, str(n.ip), sstate, detail))
         return out
-
-    def ssh_target(self, node_name: str) -> SshTarget:
-        node = self.lab.node(node_name)
-        return SshTarget("root", str(node.ip))

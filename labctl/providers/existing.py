@@ -14,10 +14,10 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from labctl import sshkeys
-from labctl.config import Lab, Node
+from labctl import reach, sshkeys
+from labctl.config import Lab
 from labctl.errors import UserError
-from labctl.providers import NodeStatus, Progress, SshTarget, common
+from labctl.providers import NodeStatus, Progress, common
 from labctl.state import StateDir
 
 
@@ -27,27 +27,16 @@ class ExistingProvider:
         self.lab_file = lab_file
         self.state = StateDir(lab_file, lab.name)
 
-    def _target(self, node: Node) -> SshTarget:
-        key = Path(node.ssh_key).expanduser() if node.ssh_key else None
-        return SshTarget(node.ssh_user or "root", node.ssh_host or str(node.ip), node.ssh_port, key,
-                         default_identity=key is None)
-
-    def _known_name(self, node: Node) -> str:
-        t = self._target(node)
-        return t.host if t.port == 22 else f"[{t.host}]:{t.port}"
-
-    def _keyscan(self, node: Node) -> str | None:
+    def _keyscan(self, t: reach.NodeTarget) -> str | None:
         """Record the host key by ssh-keyscan (trust on first use); return an error or None."""
-        name = self._known_name(node)
-        if sshkeys.has_host(self.state, name):
+        if sshkeys.has_host(self.state, t.known_name):
             return None
-        t = self._target(node)
         res = subprocess.run(["ssh-keyscan", "-T", "5", "-p", str(t.port), "-t", "ed25519,ecdsa,rsa", t.host],
                              capture_output=True, text=True, timeout=30)
         keys = [" ".join(ln.split()[1:]) for ln in res.stdout.splitlines() if ln and not ln.startswith("#")]
         if not keys:
             return f"no SSH answer from {t.host}:{t.port} ({res.stderr.strip().splitlines()[-1:] or 'timeout'})"
-        sshkeys.record_host(self.state, [name], keys)
+        sshkeys.record_host(self.state, t.known_as, keys)
         return None
 
     def up(self, progress: Progress) -> list[NodeStatus]:
@@ -55,16 +44,17 @@ class ExistingProvider:
 
         common.require_binary("ssh", "apt-get install -y openssh-client")
         sshkeys.ensure_keypair(self.state)
-        for n in self.lab.nodes:
-            if n.ssh_key and not Path(n.ssh_key).expanduser().is_file():
-                raise UserError(f"nodes[{self.lab.nodes.index(n)}].ssh_key: {n.ssh_key} does not exist")
+        targets = reach.node_targets(self.lab, self.state)
+        for i, n in enumerate(self.lab.nodes):
+            key = targets[n.name].key
+            if key is not None and not key.is_file():
+                raise UserError(f"nodes[{i}].ssh_key: {n.ssh_key} does not exist")
         progress("recording host keys with ssh-keyscan (trust on first use; existing entries are enforced)")
         with ThreadPoolExecutor(max_workers=8) as pool:
-            scan_errors = dict(zip([n.name for n in self.lab.nodes], pool.map(self._keyscan, self.lab.nodes),
-                                   strict=True))
-        reachable = {n.name: self._target(n) for n in self.lab.nodes if scan_errors[n.name] is None}
+            scan_errors = dict(zip(targets, pool.map(self._keyscan, targets.values()), strict=True))
+        reachable = {name: t for name, t in targets.items() if scan_errors[name] is None}
         progress("checking SSH and passwordless sudo on every node")
-        results = common.wait_ready(self.state, self.lab, reachable, timeout=30, progress=progress,
+        results = common.wait_ready(self.lab, reachable, timeout=30, progress=progress,
                                     systemd=False, sudo=True) if reachable else {}
         for n in self.lab.nodes:
             if scan_errors[n.name]:
@@ -78,12 +68,8 @@ class ExistingProvider:
         raise UserError("provider 'existing': labctl does not destroy real machines")
 
     def status(self) -> list[NodeStatus]:
-        reachable = {n.name: self._target(n) for n in self.lab.nodes}
-        results = common.wait_ready(self.state, self.lab, reachable, timeout=10, progress=lambda _l: None,
-                                    systemd=False, sudo=True)
+        results = common.wait_ready(self.lab, reach.node_targets(self.lab, self.state), timeout=10,
+                                    progress=lambda _l: None, systemd=False, sudo=True)
         return [results[n.name] for n in self.lab.nodes]
-
-    def ssh_target(self, node_name: str) -> SshTarget:
-        return self._target(self.lab.node(node_name))
 
 

@@ -30,10 +30,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from labctl import sshkeys
+from labctl import reach, sshkeys
 from labctl.config import Lab, Node
 from labctl.errors import RunFailed, UserError
-from labctl.providers import NodeStatus, Progress, SshTarget, common
+from labctl.providers import NodeStatus, Progress, common
 from labctl.state import StateDir
 
 INSTALL_HINT = {
@@ -272,7 +272,7 @@ class VagrantProvider:
         if res.returncode != 0 or not keys:
             raise RunFailed(f"node {node.name}: could not authorize the lab key through `vagrant ssh`: "
                             f"{res.stderr.strip()[-500:] or res.stdout.strip()[-500:]}")
-        sshkeys.record_host(self.state, [node.name, str(node.ip)], keys)
+        sshkeys.record_host(self.state, reach.node_target(self.lab, node, self.state).known_as, keys)
 
     def up(self, progress: Progress) -> list[NodeStatus]:
         from labctl.inventory import write_inventory
@@ -300,13 +300,12 @@ class VagrantProvider:
             serial = ["--no-parallel"] if self.vm_provider == "libvirt" else []
             common.run_vagrant(["up", "--provider", self.vm_provider, *serial, *[n.name for n in todo]], env,
                                self._cwd(), timeout=3600, progress=progress)
-        need_keys = [n for n in self.lab.nodes if n in todo or not sshkeys.has_host(self.state, str(n.ip))]
+        targets = reach.node_targets(self.lab, self.state)
+        need_keys = [n for n in self.lab.nodes if n in todo or not sshkeys.has_host(self.state, targets[n.name].known_name)]
         if need_keys:
             with ThreadPoolExecutor(max_workers=4) as pool:
                 list(pool.map(self._authorize_and_read_host_keys, need_keys))
-        results = common.wait_ready(self.state, self.lab,
-                                    {n.name: SshTarget("vagrant", str(n.ip)) for n in self.lab.nodes},
-                                    timeout=300, progress=progress, sudo=True)
+        results = common.wait_ready(self.lab, targets, timeout=300, progress=progress, sudo=True)
         write_inventory(self.lab, self.lab_file)
         ordered = [results[n.name] for n in self.lab.nodes]
         try:
@@ -326,13 +325,11 @@ class VagrantProvider:
         common.require_binary("vagrant", INSTALL_HINT[self.vm_provider])
         progress("vagrant destroy -f")
         common.run_vagrant(["destroy", "-f"], self._env(), self._cwd(), timeout=1200, progress=progress)
-        sshkeys.forget_hosts(self.state, [x for n in self.lab.nodes for x in (n.name, str(n.ip))])
+        sshkeys.forget_hosts(self.state, [x for t in reach.node_targets(self.lab, self.state).values()
+                                          for x in t.known_as])
 
     def status(self) -> list[NodeStatus]:
         common.require_binary("vagrant", INSTALL_HINT[self.vm_provider])
         states = self.machine_states()
         return [NodeStatus(n.name, n.role, str(n.ip), states.get(n.name, "not created").replace("_", " "))
                 for n in self.lab.nodes]
-
-    def ssh_target(self, node_name: str) -> SshTarget:
-        return SshTarget("vagrant", str(self.lab.node(node_name).ip))

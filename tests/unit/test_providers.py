@@ -218,15 +218,6 @@ def test_known_hosts_entries_are_replaced_per_node(tmp_path: Path) -> None:
     assert state.known_hosts.read_text().splitlines() == ["master,10.0.0.21 ssh-ed25519 AAAA2"]
 
 
-def test_ssh_argv_is_strict(tmp_path: Path) -> None:
-    state = StateDir(tmp_path / "lab.yml", "k")
-    argv = sshkeys.ssh_argv(state, "root", "10.0.0.21")
-    assert "StrictHostKeyChecking=yes" in argv
-    assert f"UserKnownHostsFile={state.known_hosts}" in argv
-    assert argv[argv.index("-i") + 1] == str(state.ssh_key)
-    assert argv[-1] == "root@10.0.0.21"
-
-
 def test_image_tag_follows_the_recipe() -> None:
     r = image.recipe()
     assert image.image_tag(r) == image.image_tag(image.recipe())  # stable

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from labctl.config import parse_lab
 from labctl.inventory import group_vars_document
-from labctl.runner import ansible_env, control_path_dir
+from labctl.reach import control_path_dir
+from labctl.runner import ansible_env
 from labctl.state import StateDir
 from tests.unit.conftest import base_lab, write_lab
 

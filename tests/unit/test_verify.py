@@ -228,7 +228,8 @@ def test_real_run_report(tmp_path, workers):
     from labctl.inventory import write_inventory
 
     lab_file = write_lab(tmp_path, base_lab())
-    write_inventory(parse_lab(base_lab()), lab_file)
+    lab = parse_lab(base_lab())
+    write_inventory(lab, lab_file)
     suite = tmp_path / "infra"
     suite.mkdir()
     (suite / "test_host.py").write_text(textwrap.dedent(SUITE_HOST))
@@ -237,7 +238,7 @@ def test_real_run_report(tmp_path, workers):
     (suite / "_check.py").write_text((repo_infra / "_check.py").read_text())
     junit = tmp_path / "out" / "junit.xml"
     facts = Facts(ssh=UP, groups=GROUPS, cluster=ClusterFacts(kubeconfig=False))
-    report = verify(lab_file, "k8s-lab", "host,runtime,control-plane", workers, junit_out=junit, facts=facts,
+    report = verify(lab_file, lab, "host,runtime,control-plane", workers, junit_out=junit, facts=facts,
                     infra_dir=suite)
     by = {lr.layer: lr for lr in report.layers}
     assert [lr.layer for lr in report.layers] == ["host", "runtime", "control-plane"]
