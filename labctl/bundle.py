@@ -36,11 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labctl.bundle_manifest import FORMAT, MANIFEST
+from labctl.bundle_manifest import load as load_manifest
 from labctl.errors import LabctlError, UserError
 
 # Bump when the way a bundle is built changes (flags, layout, image contents): a new digest.
 RECIPE = 3
-FORMAT = 1
 NAME = "labctl-bundle"
 GO_JOBS = "2"
 PROXY_TIMEOUT = 30
@@ -158,8 +159,9 @@ def make_manifest(bpins: dict[str, Any], artifacts: list[dict[str, Any]], missin
 
 
 def read_manifest(bundle: Path) -> dict | None:
+    """The bundle's manifest (labctl.bundle_manifest.load), None when it is absent or unreadable."""
     try:
-        return json.loads((bundle / "manifest.json").read_text())
+        return load_manifest(bundle)
     except (OSError, ValueError):
         return None
 
@@ -168,7 +170,7 @@ def check_bundle(bundle: Path) -> list[str]:
     """Problems with a bundle on disk: missing files, sha256 mismatches (empty when it is whole)."""
     manifest = read_manifest(bundle)
     if manifest is None:
-        return [f"{bundle}/manifest.json missing or unreadable"]
+        return [f"{bundle}/{MANIFEST} missing or unreadable"]
     problems = []
     for a in manifest["artifacts"]:
         path = bundle / a["path"]
@@ -628,7 +630,7 @@ class Builder:
         self.helm()
         self.images_rest()
         manifest = make_manifest(self.p, self.artifacts, self.missing)
-        (self.stage / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (self.stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         return manifest
 
 

@@ -53,6 +53,13 @@ def bundle_dir(value: str) -> Path:
     return Path(value).expanduser()
 
 
+def load(root: Path) -> Any:
+    """The parsed manifest.json of the bundle directory `root`: the one reader of the file (labctl.bundle's
+    build and check read it through here too). FileNotFoundError when there is none; OSError or
+    ValueError when it cannot be read or is not JSON."""
+    return json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+
+
 def read(value: str) -> Bundle:
     """Read the bundle at `value` (kubernetes.bundle); UserError naming the field when it is not one."""
     root = bundle_dir(value)
@@ -60,7 +67,7 @@ def read(value: str) -> Bundle:
     if not root.is_dir():
         raise UserError(f"{FIELD}: {value!r} is not a directory (build one with `labctl bundle build`)")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = load(root)
     except FileNotFoundError:
         raise UserError(f"{FIELD}: {value!r} holds no {MANIFEST}; is it a bundle from `labctl bundle build`?") from None
     except (OSError, ValueError) as exc:

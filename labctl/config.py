@@ -54,17 +54,30 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+_MINORS = versions.known_minors()
+_EXISTING = "provider `existing` only"
+
+
 class Node(_Strict):
-    name: Text = Field(description="host name, a DNS label")
-    role: Role
-    ip: ipaddress.IPv4Address = Field(description="address on the node network")
-    cpus: int = Field(2, ge=1, le=64)
-    memory_mb: int = Field(2048, ge=512, le=262144)
+    name: Text = Field(description="host name; a DNS label, unique among the nodes")
+    role: Role = Field(description="at least one control plane (an odd number for etcd quorum), at most one registry")
+    ip: ipaddress.IPv4Address = Field(
+        description="the node's lab address (also the address Kubernetes advertises); unique, a host address inside "
+                    "`network.cidr`")
+    cpus: int = Field(2, ge=1, le=64, description=f"control planes need ≥ {versions.CONTROL_PLANE_MIN_CPUS} "
+                                                  "(kubeadm preflight)")
+    memory_mb: int = Field(2048, ge=512, le=262144,
+                           description=f"control planes need ≥ {versions.CONTROL_PLANE_MIN_MEMORY_MB} "
+                                       "(kubeadm preflight)")
     # provider: existing — how to reach a real machine
-    ssh_host: Text | None = None
-    ssh_user: Text | None = None
-    ssh_key: Text | None = None  # a private key file on the controller
-    ssh_port: int = Field(22, ge=1, le=65535)
+    ssh_host: Text | None = Field(None, description=f"{_EXISTING} (required there): the host name or IP address "
+                                                   "labctl reaches the machine at")
+    ssh_user: Text | None = Field(None, description=f"{_EXISTING} (required there); a user name (below) with "
+                                                   "passwordless sudo")
+    ssh_key: Text | None = Field(None, description=f"{_EXISTING}: a readable private key file on the controller, an "
+                                                  "absolute path (or `~/…`); without it, ssh's defaults")
+    ssh_port: int = Field(22, ge=1, le=65535, description=f"{_EXISTING} (any other provider: 22); no port the node "
+                                                          "already serves (below)")
 
     @field_validator("ip", mode="before")
     @classmethod
@@ -73,7 +86,9 @@ class Node(_Strict):
 
 
 class Network(_Strict):
-    cidr: ipaddress.IPv4Network = Field(description="the node network")
+    cidr: ipaddress.IPv4Network = Field(
+        description="the node network; every node IP is a host address inside it (not the network, broadcast or, "
+                    "for docker/vagrant, the `.1` gateway address)")
 
     @field_validator("cidr", mode="before")
     @classmethod
@@ -82,14 +97,37 @@ class Network(_Strict):
 
 
 class Kubernetes(_Strict):
-    version: str = versions.DEFAULT_KUBERNETES
-    pod_subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("10.244.0.0/16")
-    service_subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("10.254.0.0/16")
-    proxy_mode: Literal["ipvs", "nftables", "iptables"] = "ipvs"
-    dns_domain: Text = "cluster.local"
-    packages_dir: Text | None = None  # offline .deb/.rpm directory on the controller
-    bundle: str | None = None  # offline bundle directory on the controller (`labctl bundle build`)
-    mirror_images: bool = True  # pull every image from the lab registry
+    version: str = Field(
+        versions.DEFAULT_KUBERNETES,
+        description=f"`\"{_MINORS[0]}\"`–`\"{_MINORS[-1]}\"`, or an exact patch such as `\"{_MINORS[-1]}.0\"`; "
+                    "quote it; a minor uses the pinned patch (`labctl/versions.py`)")
+    pod_subnet: ipaddress.IPv4Network = Field(
+        ipaddress.IPv4Network("10.244.0.0/16"),
+        description="/22 or larger; flannel's `Network` is derived from it (one setting)")
+    service_subnet: ipaddress.IPv4Network = Field(
+        ipaddress.IPv4Network("10.254.0.0/16"),
+        description="/24 or larger; must not overlap the pod subnet or the node network")
+    proxy_mode: Literal["ipvs", "nftables", "iptables"] = Field(
+        "ipvs",
+        description=f"kube-proxy's mode; ipvs is deprecated upstream since 1.{versions.IPVS_DEPRECATED_SINCE[1]} "
+                    f"(a warning) and disabled from 1.{versions.IPVS_REMOVED_SINCE[1]} (an error); `labctl init` "
+                    "picks nftables for the container lab (no ip_vs modules in containers)")
+    dns_domain: Text = Field("cluster.local", description="the cluster domain, a DNS domain")
+    packages_dir: Text | None = Field(
+        None,
+        description="offline `.deb`/`.rpm` directory for kubeadm/kubelet/kubectl (the course's local repo): an "
+                    "absolute path (or `~/…`) of a readable directory on the controller; must hold those three at "
+                    "the lab's exact version (`.rpm` on rocky9, else `.deb`), and "
+                    "`helm-v<version>-linux-<arch>.tar.gz` when an addon is installed with Helm")
+    bundle: str | None = Field(
+        None,
+        description="an offline bundle directory on the controller (`labctl bundle build`; see Offline bundle "
+                    "above): everything is installed from it instead of pkgs.k8s.io and the upstream registries; "
+                    "it must be whole and built for the lab's Kubernetes patch")
+    mirror_images: bool = Field(
+        True,
+        description="every image is copied into the lab registry and pulled only from there (needs a `registry` "
+                    "node)")
 
     @field_validator("pod_subnet", "service_subnet", mode="before")
     @classmethod
@@ -111,41 +149,57 @@ class Kubernetes(_Strict):
 
 
 class Host(_Strict):
-    firewall: Literal["disabled", "ports"] = "disabled"
-    selinux: Literal["permissive", "disabled"] = "permissive"
+    firewall: Literal["disabled", "ports"] = Field(
+        "disabled",
+        description="stop the firewall, or keep it and open exactly the Kubernetes ports (one table by node role in "
+                    "`roles/firewall/defaults/main.yml`, including the scrape ports: node-exporter 9100, kube-proxy "
+                    "10249/10256 and the kubelet on every node, etcd metrics 2381 on control planes)")
+    selinux: Literal["permissive", "disabled"] = Field("permissive", description="EL (rocky9) only")
 
 
 class Registry(_Strict):
-    port: int = Field(5000, ge=1, le=65535)
-    auth: bool = True  # htpasswd auth with a generated password
-    user: Text = "labctl"
+    port: int = Field(5000, ge=1, le=65535, description="the private registry (TLS from the lab CA); no port the "
+                                                        "registry host already serves (below)")
+    auth: bool = Field(True, description="htpasswd (bcrypt) auth with a generated password")
+    user: Text = Field("labctl", description="the registry user; a user name (below)")
 
 
 class Box(_Strict):
     # provider vagrant: the box; default labctl's own (libvirt, debian12) or labctl.providers.vagrant.BOXES
-    name: str | None = None  # a registry name (owner/box), an http(s):// URL or a local .box file
-    version: str | None = None  # the pinned box version (a registry name or a catalog URL)
+    name: str | None = Field(
+        None,
+        description="provider vagrant: the box, a registry name (owner/box), an http(s):// URL or a local `.box` "
+                    "file; by default labctl's own for libvirt + debian12 (labctl/debian12, built by `labctl box "
+                    "build`), else a registry box per os")
+    version: str | None = Field(None, description="the pinned box version (of a registry name or a catalog URL)")
 
 
 class Addons(_Strict):
-    cni: Literal["flannel"] = "flannel"
-    ingress: Literal["traefik", "ingress-nginx", "none"] = "traefik"
-    ingress_http_nodeport: int = Field(30080, ge=30000, le=32767)
-    ingress_https_nodeport: int = Field(30443, ge=30000, le=32767)
-    metrics_server: bool = True
-    dashboard: Literal["headlamp", "kubernetes-dashboard", "none"] = "headlamp"
-    dashboard_nodeport: int = Field(30001, ge=30000, le=32767)
-    dashboard_admin: bool = False  # also create a cluster-admin account
-    monitoring: Literal["kube-prometheus-stack", "none"] = "kube-prometheus-stack"
-    grafana_nodeport: int = Field(30002, ge=30000, le=32767)
+    cni: Literal["flannel"] = Field("flannel", description="the pod network")
+    ingress: Literal["traefik", "ingress-nginx", "none"] = Field(
+        "traefik", description="the ingress controller; ingress-nginx is retired upstream (a warning)")
+    ingress_http_nodeport: int = Field(30080, ge=30000, le=32767, description="the ingress controller's HTTP "
+                                                                              "NodePort")
+    ingress_https_nodeport: int = Field(30443, ge=30000, le=32767, description="the ingress controller's HTTPS "
+                                                                               "NodePort")
+    metrics_server: bool = Field(True, description="metrics-server with verified kubelet serving certificates")
+    dashboard: Literal["headlamp", "kubernetes-dashboard", "none"] = Field(
+        "headlamp", description="the web UI; kubernetes-dashboard is archived upstream")
+    dashboard_nodeport: int = Field(30001, ge=30000, le=32767, description="the web UI's NodePort")
+    dashboard_admin: bool = Field(False, description="also create a cluster-admin account (read-only by default)")
+    monitoring: Literal["kube-prometheus-stack", "none"] = Field(
+        "kube-prometheus-stack", description="Prometheus, Alertmanager, node-exporter, Grafana")
+    grafana_nodeport: int = Field(30002, ge=30000, le=32767, description="Grafana's NodePort (the course's port)")
 
 
 class Lab(_Strict):
-    name: Text
-    provider: Provider
-    os: OsName = "debian12"
+    name: Text = Field(description="the lab's name, a DNS label; state in `.labctl/<name>/`, inventory in "
+                                   "`inventory/<name>/`")
+    provider: Provider = Field(description="VMs via Vagrant (VirtualBox/libvirt), the container lab (Vagrant's "
+                                           "docker provider), or machines you already have")
+    os: OsName = Field("debian12", description="the nodes' OS; the container lab is `debian12` only")
     network: Network
-    nodes: list[Node] = Field(min_length=1)
+    nodes: list[Node] = Field(min_length=1, description="one entry per machine")
     kubernetes: Kubernetes = Kubernetes()
     host: Host = Host()
     registry: Registry = Registry()

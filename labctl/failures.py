@@ -5,7 +5,7 @@ the module's message, and when that message says nothing ("non-zero return
 code", "MODULE FAILURE", "One or more items failed") the failed item, the
 return code and the tail of stderr/stdout; journal lines when the role put
 them in its message or registered them; for an unreachable host the ssh error.
-A short hint is added for causes we know.
+A short hint is added for causes we know (labctl.hints.FAILURE_RULES).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from labctl.hints import failure_hint
 
 TAIL = 15  # lines of stderr/stdout/journal shown
 
@@ -29,7 +31,6 @@ GENERIC_MSGS = (
 JOURNAL_LINE = re.compile(
     r"^(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ [\w@.\-/]+(?:\[\d+\])?: "
 )
-UNIT_FAILED = re.compile(r"Unable to (?:start|restart|reload) service ([\w@.\-]+)|Job for ([\w@.\-]+?)(?:\.service)? failed")
 
 
 @dataclass
@@ -126,33 +127,6 @@ def journal_lines(*texts: str) -> list[str]:
     return out
 
 
-def hint_for(f: Failure) -> str | None:
-    """A next step for causes we know."""
-    text = "\n".join([f.msg, *f.stderr, *f.stdout])
-    low = text.lower()
-    if f.kind == "unreachable":
-        if "host key verification failed" in low or "remote host identification has changed" in low:
-            return ("the node's SSH host key is not the one in the lab's known_hosts (was it recreated?): "
-                    "`labctl up` records the keys again")
-        if "permission denied" in low:
-            return "the node refused the lab's SSH key: `labctl up` installs it; for provider existing check nodes[].ssh_key"
-        return f"is the lab up? `labctl status`; `labctl up` starts stopped nodes; then provision again (--limit {f.host})"
-    if "censored" in low or "no_log" in low:
-        return "the task carries a secret (no_log), so Ansible hid its output; run the role's check by hand on the node"
-    m = UNIT_FAILED.search(text)
-    if m and not f.journal:
-        unit = m.group(1) or m.group(2)
-        return f"the unit's log: `labctl ssh {f.host} -- journalctl -u {unit} -n 50 --no-pager`"
-    if "could not get lock" in low or "unable to acquire the dpkg frontend lock" in low:
-        return "another apt/dpkg is running on the node (unattended-upgrades?); wait and provision again"
-    if "temporary failure resolving" in low or "could not resolve host" in low or "failed to fetch" in low:
-        return ("the node cannot reach its package mirror: check the node's DNS and network "
-                f"(`labctl ssh {f.host} -- getent hosts deb.debian.org`)")
-    if "no space left on device" in low:
-        return "the node's disk is full"
-    return None
-
-
 def failure_from_event(event: dict[str, Any], phase: str | None = None) -> Failure:
     """A Failure from one runner_on_failed / runner_on_unreachable event."""
     data = event.get("event_data") or {}
@@ -189,7 +163,7 @@ def failure_from_event(event: dict[str, Any], phase: str | None = None) -> Failu
     f.stdout = _tail([ln for ln in stdout if ln not in f.journal])
     if f.rc is not None and f.rc == 0 and f.msg.strip().lower() in GENERIC_MSGS:
         f.rc = None
-    f.hint = hint_for(f)
+    f.hint = failure_hint(f)
     return f
 
 

@@ -9,7 +9,6 @@ for these checks are WORKLOAD_IMAGES (see `mirror_images()`).
 
 from __future__ import annotations
 
-import importlib
 import re
 import secrets
 from pathlib import Path
@@ -128,20 +127,10 @@ def to_yaml(docs: list[dict[str, Any]]) -> str:
 
 
 def validate(docs: list[dict[str, Any]], minor: str) -> list[str]:
-    """Strict kubernetes-validate problems (labctl.manifests when it exists, else kubernetes_validate)."""
-    try:
-        mod = importlib.import_module("labctl.manifests")
-        return list(mod.validate_documents(docs, minor))
-    except (ModuleNotFoundError, AttributeError):
-        import kubernetes_validate as kv
+    """Strict kubernetes-validate problems (labctl.manifests, the one validator of the project)."""
+    from labctl.manifests import validate_documents
 
-        problems = []
-        for d in docs:
-            try:
-                kv.validate(d, f"{minor}.0", strict=True)
-            except kv.ValidationError as exc:
-                problems.append(f"{d.get('kind')} {d['metadata'].get('name')}: {exc.message}")
-        return problems
+    return validate_documents(docs, minor)
 
 
 def cleanup_commands(namespace: str | None) -> list[str]:

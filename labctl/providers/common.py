@@ -192,15 +192,19 @@ def vagrant_env(lab_file: Path, state: StateDir, extra: dict[str, str] | None = 
 
 
 def run_streamed(argv: Sequence[str], what: str, timeout: float, on_line: Callable[[str], None] | None = None,
-                 env: dict[str, str] | None = None, cwd: Path | None = None) -> list[str]:
+                 env: dict[str, str] | None = None, cwd: Path | None = None, stdout: int | None = None) -> list[str]:
     """Run argv (stdin closed), streaming its non-empty lines to on_line; its lines, or RunFailed naming
-    `what` with the last lines when it fails or outlasts timeout (the box build and Vagrant share it)."""
-    proc = subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, stdin=subprocess.DEVNULL)
+    `what` with the last lines when it fails or outlasts timeout (the box build, the node image build and
+    Vagrant share it). With `stdout` (a file descriptor: a pipe into another command) the command's
+    output goes there and the lines streamed are its stderr."""
+    proc = subprocess.Popen(list(argv), env=env, cwd=cwd, text=True, errors="replace", stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE if stdout is None else stdout,
+                            stderr=subprocess.STDOUT if stdout is None else subprocess.PIPE)
+    stream = proc.stdout if stdout is None else proc.stderr
     lines: list[str] = []
     deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    for line in proc.stdout:
+    assert stream is not None
+    for line in stream:
         line = line.rstrip()
         if line:
             lines.append(line)

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from labctl.errors import RunFailed, UserError
+from labctl.providers.common import run_streamed
 from labctl.state import REPO_ROOT
 
 REPO = "labctl/node"
@@ -306,19 +307,9 @@ def _stage(r: dict[str, object], where: Path) -> None:
     (where / "masked-units").write_text("\n".join(MASKED_UNITS) + "\n")
 
 
-def _pump(proc: subprocess.Popen, on_line: Callable[[str], None], tail: list[str], deadline: float) -> None:
-    """Pass the builder's progress lines (its stderr, or its stdout when stdout is not the tar) on."""
-    stream = proc.stderr if proc.stderr is not None else proc.stdout
-    assert stream is not None
-    for raw in stream:
-        line = raw.decode(errors="replace").rstrip()
-        if line:
-            tail.append(line)
-            del tail[:-30]
-            on_line(line)
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RunFailed("building the node image took longer than the limit; see the lines above")
+def _left(deadline: float) -> float:
+    """Seconds until `deadline` (a build's steps share one time limit)."""
+    return max(1.0, deadline - time.monotonic())
 
 
 def build_image(rebuild: bool = False, on_line: Callable[[str], None] = lambda _l: None,
@@ -343,8 +334,8 @@ def build_image(rebuild: bool = False, on_line: Callable[[str], None] = lambda _
     for c in changes:
         import_cmd += ["--change", c]
     import_cmd += ["-", tag]
-    tail: list[str] = []
     old_id = _image_id(tag)
+    what = f"{tool} (building the node image)"
     with tempfile.TemporaryDirectory(prefix="labctl-image-") as tmp:
         stage = Path(tmp) / "stage"
         stage.mkdir()
@@ -353,46 +344,44 @@ def build_image(rebuild: bool = False, on_line: Callable[[str], None] = lambda _
         include = ",".join(PACKAGES)
         on_line(f"building {tag} with {tool} from {r['mirror']} ({SUITE})")
         if tool == "mmdebstrap":
-            boot = subprocess.Popen(
-                ["mmdebstrap", "--variant=minbase", f"--include={include}", "--components=main",
-                 "--format=tar", f"--customize-hook={customize}", SUITE, "-", str(r["mirror"])],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            imp = subprocess.Popen(import_cmd, stdin=boot.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            assert boot.stdout is not None
-            boot.stdout.close()
-            _pump(boot, on_line, tail, deadline)
-            rc = boot.wait()
+            # the tar goes through a pipe into `docker import`; mmdebstrap's progress (stderr) is streamed
+            read_end, write_end = os.pipe()
+            imp = subprocess.Popen(import_cmd, stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            os.close(read_end)
+            try:
+                run_streamed(["mmdebstrap", "--variant=minbase", f"--include={include}", "--components=main",
+                              "--format=tar", f"--customize-hook={customize}", SUITE, "-", str(r["mirror"])],
+                             what, _left(deadline), on_line, stdout=write_end)
+            except BaseException:
+                imp.kill()
+                imp.communicate()
+                raise
+            finally:
+                os.close(write_end)
             _out, err = imp.communicate(timeout=max(10, deadline - time.monotonic()))
+            tar_rc = 0  # mmdebstrap wrote the tar itself
         else:
             rootfs = Path(tmp) / "rootfs"
-            boot = subprocess.Popen(
-                ["debootstrap", "--variant=minbase", f"--include={include}", "--components=main",
-                 SUITE, str(rootfs), str(r["mirror"])],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             # debootstrap writes its progress (I: Retrieving ...) to stdout and errors to stderr
-            _pump(boot, on_line, tail, deadline)
-            rc = boot.wait()
-            if rc == 0:
-                on_line("customizing the root file system")
-                res = subprocess.run(["sh", str(stage / "customize.sh"), str(rootfs), str(stage)],
-                                     capture_output=True, text=True, timeout=300)
-                if res.returncode != 0:
-                    raise RunFailed(f"customizing the node image failed: {res.stderr.strip()[-2000:]}")
-                on_line("importing into docker")
-                tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", "-", "."],
-                                       stdout=subprocess.PIPE)
-                imp = subprocess.Popen(import_cmd, stdin=tar.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                assert tar.stdout is not None
-                tar.stdout.close()
-                _out, err = imp.communicate(timeout=max(10, deadline - time.monotonic()))
-                rc = tar.wait()
-            else:
-                err = b""
-                imp = None
-        if imp is not None and imp.returncode != 0:
+            run_streamed(["debootstrap", "--variant=minbase", f"--include={include}", "--components=main",
+                          SUITE, str(rootfs), str(r["mirror"])], what, _left(deadline), on_line)
+            on_line("customizing the root file system")
+            res = subprocess.run(["sh", str(stage / "customize.sh"), str(rootfs), str(stage)],
+                                 capture_output=True, text=True, timeout=300)
+            if res.returncode != 0:
+                raise RunFailed(f"customizing the node image failed: {res.stderr.strip()[-2000:]}")
+            on_line("importing into docker")
+            tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", "-", "."],
+                                   stdout=subprocess.PIPE)
+            imp = subprocess.Popen(import_cmd, stdin=tar.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            assert tar.stdout is not None
+            tar.stdout.close()
+            _out, err = imp.communicate(timeout=max(10, deadline - time.monotonic()))
+            tar_rc = tar.wait()
+        if imp.returncode != 0:
             raise RunFailed(f"docker import failed: {err.decode(errors='replace').strip()}")
-        if rc != 0 or imp is None:
-            raise RunFailed(f"{tool} failed (exit {rc}) building the node image:\n" + "\n".join(tail[-15:]))
+        if tar_rc != 0:
+            raise RunFailed(f"tar failed (exit {tar_rc}) importing the node image")
     subprocess.run(["docker", "tag", tag, f"{REPO}:{FLAVOUR}"], capture_output=True, timeout=30, check=False)
     _remove_outdated(tag, old_id, PLAIN_TAG)
     on_line(f"built {tag}")
@@ -494,14 +483,8 @@ def build_prepared(rebuild: bool = False, on_line: Callable[[str], None] = lambd
     cmd += [base, "sh", "-c", PREPARE]
     old_id = _image_id(tag)
     on_line(f"building {tag} from {base}: {len(norec) + len(rec)} packages of the host/runtime/registry/nfs roles")
-    tail: list[str] = []
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        _pump(proc, on_line, tail, deadline)
-        rc = proc.wait()
-        if rc != 0:
-            raise RunFailed(f"installing the roles' packages into the node image failed (exit {rc}):\n"
-                            + "\n".join(tail[-15:]))
+        run_streamed(cmd, "installing the roles' packages into the node image", _left(deadline), on_line)
         changes = ['CMD ["/sbin/init"]', "ENV container=docker", f"LABEL labctl.recipe={recipe_hash(r)}",
                    "LABEL labctl.kind=prepared"]
         commit = ["docker", "commit"]

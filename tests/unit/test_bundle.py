@@ -112,6 +112,17 @@ def test_manifest_shape_and_check(tmp_path: Path):
     assert not bundle.up_to_date(tmp_path / "none", bundle.digest(bpins))
 
 
+def test_what_build_writes_the_lab_side_reads(tmp_path: Path):
+    """One reader of manifest.json: the build's check and the lab's kubernetes.bundle see the same document."""
+    from labctl import bundle_manifest
+
+    bpins = bundle.bundle_pins(_pins(), "1.37")
+    b = _fake_bundle(tmp_path / "b", bpins)
+    assert bundle.read_manifest(b) == bundle_manifest.load(b)
+    read = bundle_manifest.read(str(b))
+    assert read.kubernetes == bpins["kubernetes"]["version"] and read.binaries == {"kubeadm": str(b / "bin" / "kubeadm")}
+
+
 def test_a_built_bundle_is_not_built_again(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     bpins = bundle.bundle_pins(_pins(), "1.37")

@@ -80,3 +80,17 @@ def test_expected_401_with_the_registry_down_is_not_a_password_problem():
 ])
 def test_registry_stopped_is_registry_down(check):
     assert rule_for(check, CTX) == "registry-down"
+
+
+def test_one_table_format_for_verify_and_provision():
+    """verify's checks and provision's failures are matched by the same Rule table format and lookup."""
+    from labctl.failures import Failure
+    from labctl.hints import CHECK_RULES, FAILURE_RULES, Case, first_rule
+
+    for rules in (CHECK_RULES, FAILURE_RULES):
+        keys = [r.key for r in rules]
+        assert len(keys) == len(set(keys))
+    f = Failure(host="n1", kind="failed", msg="write error: No space left on device")
+    assert first_rule(FAILURE_RULES, Case(f.msg, f)).key == "disk-full"
+    assert first_rule(FAILURE_RULES, Case("Permission denied", Failure(host="n1", kind="unreachable"))).key == "ssh-auth"
+    assert first_rule(FAILURE_RULES, Case("anything else", Failure(host="n1", kind="failed"))) is None

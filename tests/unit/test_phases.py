@@ -1,4 +1,4 @@
-"""Phase selection (--phase / --until), play -> phase mapping, and the entry playbook while phases are missing."""
+"""Phase selection (--phase / --until), play -> phase mapping, and site.yml's imports."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import yaml
 
 from labctl.errors import UserError
 from labctl.phases import PHASES, select
-from labctl.provision import entry_playbook, limit_nodes, play_phases
-from labctl.state import REPO_ROOT, StateDir
+from labctl.provision import check_imports, limit_nodes, play_phases
+from labctl.state import REPO_ROOT
 from tests.unit.conftest import base_lab, run_labctl, write_lab
 
 PLAYBOOKS = Path(__file__).parent / "data" / "playbooks"
@@ -49,24 +49,17 @@ def test_play_phases_from_play_tags():
     assert play_phases(PLAYBOOKS / "toy.yml") == {"Toy host phase": "host", "Toy runtime phase": "runtime"}
 
 
-def test_entry_playbook_runs_site_or_only_the_existing_selected_phases(tmp_path: Path):
+def test_a_missing_imported_playbook_is_named_before_ansible_starts(tmp_path: Path):
+    check_imports(REPO_ROOT / "playbooks" / "site.yml")  # every phase playbook exists
     books = tmp_path / "playbooks"
     books.mkdir()
     (books / "site.yml").write_text("---\n" + "".join(
         f"- name: Phase {p}\n  ansible.builtin.import_playbook: {p}.yml\n" for p in PHASES))
-    for p in ("host", "runtime"):
-        (books / f"{p}.yml").write_text(f"---\n- name: P {p}\n  hosts: all\n  tags: [{p}]\n  tasks: []\n")
-    state = StateDir(write_lab(tmp_path, base_lab()), "k8s-lab")
-    entry, notes = entry_playbook(state, books / "site.yml", ["host", "runtime"])
-    assert entry != books / "site.yml" and notes and "registry.yml" in notes[0]
-    assert [e["ansible.builtin.import_playbook"] for e in yaml.safe_load(entry.read_text())] == [
-        str((books / "host.yml").resolve()), str((books / "runtime.yml").resolve())]
-    assert play_phases(entry) == {"P host": "host", "P runtime": "runtime"}
-    with pytest.raises(UserError, match="playbooks/registry.yml does not exist"):
-        entry_playbook(state, books / "site.yml", ["host", "registry"])
-    for p in PHASES[2:]:
-        (books / f"{p}.yml").write_text("---\n")
-    assert entry_playbook(state, books / "site.yml", ["host"]) == (books / "site.yml", [])
+    for p in PHASES:
+        if p != "registry":
+            (books / f"{p}.yml").write_text("---\n")
+    with pytest.raises(UserError, match=r"site.yml imports .*/registry.yml, which does not exist"):
+        check_imports(books / "site.yml")
 
 
 def test_limit_accepts_nodes_and_groups_and_names_unknown_nodes(tmp_path: Path):

@@ -258,3 +258,27 @@ def test_vm_lab_without_virtualbox(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert "VBoxManage is not installed" in res.stderr and "VirtualBox" in res.stderr
     assert "Traceback" not in res.stderr
     assert not (tmp_path / ".labctl").exists()
+
+
+def test_run_streamed_streams_stderr_when_stdout_goes_to_a_pipe(tmp_path):
+    """The node image build pipes mmdebstrap's tar into `docker import` and streams its progress (stderr)
+    through the same run_streamed as Vagrant and the box build."""
+    import os
+    import subprocess
+
+    seen: list[str] = []
+    read_end, write_end = os.pipe()
+    reader = subprocess.Popen(["cat"], stdin=read_end, stdout=subprocess.PIPE)
+    os.close(read_end)
+    try:
+        lines = common.run_streamed(["sh", "-c", "echo one >&2; echo tar-bytes; echo two >&2"], "toy", 30,
+                                    seen.append, stdout=write_end)
+    finally:
+        os.close(write_end)
+    out, _ = reader.communicate(timeout=30)
+    assert lines == seen == ["one", "two"]
+    assert out == b"tar-bytes\n"
+    from labctl.errors import RunFailed
+
+    with pytest.raises(RunFailed, match=r"toy failed \(exit 3\):\nbroke"):
+        common.run_streamed(["sh", "-c", "echo broke; exit 3"], "toy", 30)
