@@ -12,7 +12,8 @@ firewall `ports` then back to `disabled` -> down leaves no domain, volume or net
 Markers `integration` and `vm`; needs vagrant, vagrant-libvirt, libvirtd, qemu, mmdebstrap, Go
 (scripts/setup). Under QEMU emulation (no usable KVM) it takes about half an hour: select it with
 `-m vm`, or leave it out with `-m "not vm"`. Environment: LABCTL_VM_IT_NAME (default
-`it-vm-<random>`), LABCTL_VM_IT_CIDR (default 192.168.62.0/24), LABCTL_VM_IT_KEEP=1 keeps the lab.
+`it-vm-<random>`), LABCTL_VM_IT_CIDR (default 192.168.62.0/24), LABCTL_VM_IT_DIR (where the lab's
+directory is made; default the system's temporary directory), LABCTL_VM_IT_KEEP=1 keeps the lab.
 Run without pytest-xdist's -n (one lab, tests in order).
 """
 
@@ -25,6 +26,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -94,7 +96,7 @@ def leftovers(name: str) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def vm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmLab]:
+def vm_lab() -> Iterator[VmLab]:
     for binary in ("vagrant", "virsh", "qemu-system-x86_64", "mmdebstrap", "qemu-img"):
         if shutil.which(binary) is None:
             pytest.skip(f"{binary} is not installed (scripts/setup installs the VM lab's tools)")
@@ -103,7 +105,9 @@ def vm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmLab]:
     name = os.environ.get("LABCTL_VM_IT_NAME") or f"it-vm-{secrets.token_hex(2)}"
     cidr = os.environ.get("LABCTL_VM_IT_CIDR", "192.168.62.0/24")
     prefix = cidr.rsplit(".", 1)[0]
-    d = tmp_path_factory.mktemp("vmlab")
+    # not under pytest's basetemp: pytest keeps only its last three, so another pytest run on this machine
+    # during the hour this lab lives would delete the lab's state (its SSH key, Vagrant's machine ids)
+    d = Path(tempfile.mkdtemp(prefix=f"labctl-{name}-", dir=os.environ.get("LABCTL_VM_IT_DIR")))
     data = yaml.safe_load((REPO / "lab.yml").read_text())
     data["name"] = name
     data["network"]["cidr"] = cidr
@@ -116,6 +120,9 @@ def vm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmLab]:
     finally:
         if os.environ.get("LABCTL_VM_IT_KEEP") != "1":
             lab.run("down", "--yes", timeout=1800)
+            shutil.rmtree(d, ignore_errors=True)
+        else:
+            print(f"\nVM lab kept: labctl --lab {lab.lab_file} ...")
         print("\nVM lab timings (s): " + ", ".join(f"{k}: {v:.0f}" for k, v in TIMES.items()))
 
 
