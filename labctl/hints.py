@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from labctl.facts import LabFacts, Registry
+
 if TYPE_CHECKING:
     from labctl.report import Check
 
@@ -56,8 +58,16 @@ def _firewall_ports(hay: str, c: Check, ctx: dict[str, Any]) -> bool:
     return ctx.get("lab_firewall") == "ports"
 
 
+def _registry(ctx: dict[str, Any]) -> Registry:
+    return LabFacts.from_group_vars(ctx).registry
+
+
 def _registry_addr(ctx: dict[str, Any]) -> str:
-    return ctx.get("lab_registry_address") or "the registry"
+    return _registry(ctx).address or "the registry"
+
+
+def _registry_host(ctx: dict[str, Any]) -> str:
+    return _registry(ctx).name or "the registry host"
 
 
 RULES: tuple[Rule, ...] = (
@@ -102,9 +112,9 @@ RULES: tuple[Rule, ...] = (
          _both(_any("registry", ":5000", "docker-registry"),
                _found("refused", r"\binactive\b", "failed to connect", "couldn't connect", r"\bdead\b", "not running",
                       "no such host", "could not resolve", "timed out", "connection reset")),
-         lambda c, ctx: (f"the registry does not answer: on {ctx.get('lab_registry_name') or 'the registry host'} "
+         lambda c, ctx: (f"the registry does not answer: on {_registry_host(ctx)} "
                          "`systemctl status docker-registry` and `journalctl -u docker-registry -n 50`; "
-                         f"it must listen on {ctx.get('lab_registry_port', 5000)}/tcp with TLS")),
+                         f"it must listen on {_registry(ctx).port}/tcp with TLS")),
     Rule("registry-401",
          _both(_any("registry", r":5000|docker-registry|htpasswd", "push", "pull"),
                _found(r"\b401\b", "unauthorized", "authentication required", "no basic auth credentials")),
@@ -150,7 +160,7 @@ RULES: tuple[Rule, ...] = (
                          "check node taints (kubectl describe node | grep Taints) and free resources")),
     Rule("nfs",
          _any("nfs", "mount.nfs", "exportfs", "showmount"),
-         lambda c, ctx: (f"the NFS export on {ctx.get('lab_registry_name') or 'the registry host'} is not usable: "
+         lambda c, ctx: (f"the NFS export on {LabFacts.from_group_vars(ctx).nfs.server or 'the registry host'} is not usable: "
                          "systemctl status nfs-server; exportfs -v; every Kubernetes node needs the NFS client "
                          "(nfs-common / nfs-utils); labctl provision --phase nfs")),
     Rule("node-not-ready",
