@@ -569,11 +569,12 @@ def cross_check(lab: Lab) -> list[Finding]:
                 warn(path, rel.retired)
 
     # ports -------------------------------------------------------------------
+    on = enabled_addons(lab)
     ports = {
-        "addons.ingress_http_nodeport": lab.addons.ingress_http_nodeport if lab.addons.ingress != "none" else None,
-        "addons.ingress_https_nodeport": lab.addons.ingress_https_nodeport if lab.addons.ingress != "none" else None,
-        "addons.dashboard_nodeport": lab.addons.dashboard_nodeport if lab.addons.dashboard != "none" else None,
-        "addons.grafana_nodeport": lab.addons.grafana_nodeport if lab.addons.monitoring != "none" else None,
+        "addons.ingress_http_nodeport": lab.addons.ingress_http_nodeport if "ingress" in on else None,
+        "addons.ingress_https_nodeport": lab.addons.ingress_https_nodeport if "ingress" in on else None,
+        "addons.dashboard_nodeport": lab.addons.dashboard_nodeport if "dashboard" in on else None,
+        "addons.grafana_nodeport": lab.addons.grafana_nodeport if "monitoring" in on else None,
     }
     used: dict[int, str] = {}
     for path, port in ports.items():
