@@ -17,6 +17,7 @@ import yaml
 
 from labctl import versions
 from labctl.config import Lab
+from labctl.facts import enabled_addons
 from labctl.state import REPO_ROOT
 
 ROLES = REPO_ROOT / "roles"
@@ -46,17 +47,7 @@ def reference(image: dict[str, str]) -> str:
 
 def chosen(lab: Lab) -> list[tuple[str, str]]:
     """(role, addon) of every chart the lab installs, in the order the addons phase installs them."""
-    a = lab.addons
-    out: list[tuple[str, str]] = []
-    if a.metrics_server:
-        out.append(("metrics_server", "metrics-server"))
-    if a.ingress != "none":
-        out.append(("ingress", a.ingress))
-    if a.dashboard != "none":
-        out.append(("dashboard", a.dashboard))
-    if a.monitoring != "none":
-        out.append(("monitoring", a.monitoring))
-    return out
+    return list(enabled_addons(lab).items())
 
 
 def images(lab: Lab) -> list[str]:

@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from labctl import ports, versions
 from labctl.errors import UserError
+from labctl.facts import enabled_addons, kubernetes_patch
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 VERSION_RE = re.compile(r"^1\.\d{1,2}(\.\d{1,3})?$")
@@ -421,15 +422,11 @@ def packages_dir_missing(lab: Lab, pkgs: Path) -> list[str]:
     copies Helm's release tarball (helm-v<version>-linux-<arch>.tar.gz) from there.
     """
     ext = "rpm" if lab.os == "rocky9" else "deb"
-    k8s = lab.kubernetes
-    rel = versions.KUBERNETES.get(k8s.minor)
-    patch = k8s.version if k8s.version.count(".") == 2 else (rel.patch if rel else k8s.version)
+    patch = kubernetes_patch(lab.kubernetes)
     names = {m.group(1) for f in pkgs.glob(f"*.{ext}") if patch in f.name
              for m in [re.match(r"^([a-z-]+?)[-_][0-9]", f.name)] if m}
     missing = [f"{name} {patch} (.{ext})" for name in ("kubeadm", "kubelet", "kubectl") if name not in names]
-    addons = lab.addons
-    helm_addons = [addons.ingress, addons.dashboard, addons.monitoring] + (["metrics-server"] if addons.metrics_server else [])
-    if any(a != "none" for a in helm_addons):
+    if enabled_addons(lab):  # every addon chart is installed with Helm
         helm = versions.ADDONS["helm"].version
         if not any(pkgs.glob(f"helm-v{helm}-linux-*.tar.gz")):
             missing.append(f"helm-v{helm}-linux-<arch>.tar.gz")
@@ -512,8 +509,7 @@ def cross_check(lab: Lab) -> list[Finding]:
     if lab.kubernetes.bundle:
         from labctl import bundle_manifest
 
-        rel = versions.KUBERNETES.get(lab.kubernetes.minor)
-        patch = lab.kubernetes.version if lab.kubernetes.version.count(".") == 2 else (rel.patch if rel else "")
+        patch = kubernetes_patch(lab.kubernetes, unknown="")
         for msg in bundle_manifest.problems(lab.kubernetes.bundle, patch, bundle_manifest.ROLE_BINARIES):
             err("kubernetes.bundle", msg)
 
@@ -612,19 +608,12 @@ def cross_check(lab: Lab) -> list[Finding]:
             warn("kubernetes.proxy_mode", f"ipvs is deprecated upstream since 1.{versions.IPVS_DEPRECATED_SINCE[1]} "
                  "(KEP-5495); nftables is its successor")
     if minor in versions.KUBERNETES:
-        chosen = {
-            "addons.cni": lab.addons.cni,
-            "addons.ingress": lab.addons.ingress,
-            "addons.dashboard": lab.addons.dashboard,
-            "addons.monitoring": lab.addons.monitoring,
-        }
-        if lab.addons.metrics_server:
-            chosen["addons.metrics_server"] = "metrics-server"
-        if any(v not in ("none", "flannel") for v in chosen.values()):
+        on = enabled_addons(lab)
+        chosen = {"addons.cni": lab.addons.cni} | {f"addons.{role}": on[role] for role in
+                                                   ("ingress", "dashboard", "monitoring", "metrics_server") if role in on}
+        if len(chosen) > 1:  # an addon chart: Helm installs it
             chosen["(helm)"] = "helm"
         for path, value in chosen.items():
-            if value == "none":
-                continue
             rel = versions.ADDONS[value]
             if not versions.addon_supports(value, minor):
                 err(path if not path.startswith("(") else "kubernetes.version",
@@ -634,11 +623,12 @@ def cross_check(lab: Lab) -> list[Finding]:
                 warn(path, rel.retired)
 
     # ports -------------------------------------------------------------------
+    on = enabled_addons(lab)
     ports = {
-        "addons.ingress_http_nodeport": lab.addons.ingress_http_nodeport if lab.addons.ingress != "none" else None,
-        "addons.ingress_https_nodeport": lab.addons.ingress_https_nodeport if lab.addons.ingress != "none" else None,
-        "addons.dashboard_nodeport": lab.addons.dashboard_nodeport if lab.addons.dashboard != "none" else None,
-        "addons.grafana_nodeport": lab.addons.grafana_nodeport if lab.addons.monitoring != "none" else None,
+        "addons.ingress_http_nodeport": lab.addons.ingress_http_nodeport if "ingress" in on else None,
+        "addons.ingress_https_nodeport": lab.addons.ingress_https_nodeport if "ingress" in on else None,
+        "addons.dashboard_nodeport": lab.addons.dashboard_nodeport if "dashboard" in on else None,
+        "addons.grafana_nodeport": lab.addons.grafana_nodeport if "monitoring" in on else None,
     }
     used: dict[int, str] = {}
     for path, port in ports.items():

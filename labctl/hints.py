@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from labctl.facts import LabFacts, Registry
+
 if TYPE_CHECKING:
     from labctl.failures import Failure
     from labctl.report import Check
@@ -90,8 +92,16 @@ def _unreachable(k: Case) -> bool:
     return k.subject.kind == "unreachable"
 
 
+def _registry(ctx: dict[str, Any]) -> Registry:
+    return LabFacts.from_group_vars(ctx).registry
+
+
 def _registry_addr(ctx: dict[str, Any]) -> str:
-    return ctx.get("lab_registry_address") or "the registry"
+    return _registry(ctx).address or "the registry"
+
+
+def _registry_host(ctx: dict[str, Any]) -> str:
+    return _registry(ctx).name or "the registry host"
 
 
 # verify: a failed check (Case.subject is a report.Check, Case.ctx the lab's group_vars)
@@ -137,9 +147,9 @@ CHECK_RULES: tuple[Rule, ...] = (
          _both(_any("registry", ":5000", "docker-registry"),
                _found("refused", r"\binactive\b", "failed to connect", "couldn't connect", r"\bdead\b", "not running",
                       "no such host", "could not resolve", "timed out", "connection reset")),
-         lambda k: (f"the registry does not answer: on {k.ctx.get('lab_registry_name') or 'the registry host'} "
-                         "`systemctl status docker-registry` and `journalctl -u docker-registry -n 50`; "
-                         f"it must listen on {k.ctx.get('lab_registry_port', 5000)}/tcp with TLS")),
+         lambda k: (f"the registry does not answer: on {_registry_host(k.ctx)} "
+                    "`systemctl status docker-registry` and `journalctl -u docker-registry -n 50`; "
+                    f"it must listen on {_registry(k.ctx).port}/tcp with TLS")),
     Rule("registry-401",
          _both(_any("registry", r":5000|docker-registry|htpasswd", "push", "pull"),
                _found(r"\b401\b", "unauthorized", "authentication required", "no basic auth credentials")),
@@ -185,7 +195,7 @@ CHECK_RULES: tuple[Rule, ...] = (
                          "check node taints (kubectl describe node | grep Taints) and free resources")),
     Rule("nfs",
          _any("nfs", "mount.nfs", "exportfs", "showmount"),
-         lambda k: (f"the NFS export on {k.ctx.get('lab_registry_name') or 'the registry host'} is not usable: "
+         lambda k: (f"the NFS export on {LabFacts.from_group_vars(k.ctx).nfs.server or 'the registry host'} is not usable: "
                          "systemctl status nfs-server; exportfs -v; every Kubernetes node needs the NFS client "
                          "(nfs-common / nfs-utils); labctl provision --phase nfs")),
     Rule("node-not-ready",

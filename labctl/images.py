@@ -11,30 +11,18 @@ Source of truth for `labctl images` and the images phase. The naming rule:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from labctl import addon_images, versions
 from labctl.config import Lab
+from labctl.facts import UPSTREAM_K8S, Image, kubernetes_patch, mirror_registry
 from labctl.workloads import WORKLOAD_IMAGES
 
-UPSTREAM_K8S = "registry.k8s.io"
+__all__ = ["CSR_APPROVER", "UPSTREAM_K8S", "Image", "csr_approver_image", "csr_approver_unavailable", "lab_images",
+           "mirror_name", "split_ref"]
+
 # labctl's own image of the in-cluster kubelet serving CSR approver (roles/csr_approver): Debian bookworm with
 # python3, built by `labctl bundle build` (labctl/pins.yml bundle.csr_approver); no public registry has it.
 CSR_APPROVER = f"docker.io/labctl/csr-approver:{versions.PINS['bundle']['csr_approver']['version']}"
 KUBEADM_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
-
-
-@dataclass(frozen=True)
-class Image:
-    source: str  # upstream reference, e.g. registry.k8s.io/pause:3.10.1
-    mirror: str  # name in the lab registry ("" when the lab does not mirror)
-    group: str  # kubeadm | cni | <addon name>
-
-
-def registry_address(lab: Lab) -> str:
-    """'<registry node>:<port>' -- the same value as group_vars lab_registry_address."""
-    reg = lab.registry_node
-    return f"{reg.name}:{lab.registry.port}" if reg else ""
 
 
 def split_ref(ref: str) -> tuple[str, str, str]:
@@ -53,7 +41,7 @@ def split_ref(ref: str) -> tuple[str, str, str]:
 def kubeadm_images(lab: Lab) -> list[str]:
     """What `kubeadm config images list --kubernetes-version v<patch>` prints for the lab's pins."""
     rel = versions.KUBERNETES[lab.kubernetes.minor]
-    patch = lab.kubernetes.version if lab.kubernetes.version.count(".") == 2 else rel.patch
+    patch = kubernetes_patch(lab.kubernetes)
     out = [f"{UPSTREAM_K8S}/{c}:v{patch}" for c in KUBEADM_COMPONENTS]
     out += [f"{UPSTREAM_K8S}/coredns/coredns:{rel.coredns}",
             f"{UPSTREAM_K8S}/pause:{rel.pause}",
@@ -70,7 +58,7 @@ def mirror_name(source: str, registry: str, group: str) -> str:
 
 def lab_images(lab: Lab) -> list[Image]:
     """Every image the lab pulls, in a stable order, without duplicates."""
-    registry = registry_address(lab) if lab.kubernetes.mirror_images else ""
+    registry = mirror_registry(lab)
     wanted: list[tuple[str, str]] = [(ref, "kubeadm") for ref in kubeadm_images(lab)]
     wanted += [(ref, "cni") for ref in versions.ADDONS[lab.addons.cni].images]
     wanted += [(ref, "addons") for ref in addon_images.images(lab)]
@@ -95,7 +83,7 @@ def csr_approver_unavailable(lab: Lab) -> str:
     Its image (CSR_APPROVER) exists only in an offline bundle built with it, and reaches the nodes only
     through the lab registry. Without it the join phase's approval at provision time remains.
     """
-    if not (lab.kubernetes.mirror_images and lab.registry_node):
+    if not mirror_registry(lab):
         return f"its image {CSR_APPROVER} comes only through the lab registry (kubernetes.mirror_images and a registry node)"
     if not lab.kubernetes.bundle:
         return (f"its image {CSR_APPROVER} is labctl's own, built only into an offline bundle "
@@ -109,10 +97,5 @@ def csr_approver_unavailable(lab: Lab) -> str:
 
 def csr_approver_image(lab: Lab) -> str:
     """The approver's image as the nodes pull it: its name in the lab registry (the source without one)."""
-    registry = registry_address(lab) if lab.kubernetes.mirror_images else ""
+    registry = mirror_registry(lab)
     return mirror_name(CSR_APPROVER, registry, "network") if registry else CSR_APPROVER
-
-
-def as_vars(lab: Lab) -> list[dict[str, str]]:
-    """The list as Ansible data: [{source, mirror}], for the images role."""
-    return [{"source": i.source, "mirror": i.mirror} for i in lab_images(lab)]

@@ -230,8 +230,9 @@ class LayerPlan:
 
 
 def _addons_enabled(lab_vars: dict[str, Any]) -> bool:
-    a = lab_vars.get("lab_addons") or {}
-    return bool(a.get("metrics_server")) or any(a.get(k, "none") != "none" for k in ("ingress", "dashboard", "monitoring"))
+    from labctl.facts import LabFacts
+
+    return bool(LabFacts.from_group_vars(lab_vars).addons)
 
 
 def _state_reason(layer: str, facts: Facts, lab_vars: dict[str, Any], state: StateDir) -> tuple[str, bool]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from labctl.facts import NFS_EXPORT, LabFacts
 from labctl.state import REPO_ROOT
 from labctl.versions import PINS
 
@@ -36,7 +37,6 @@ WORKLOAD_IMAGES = {
 }
 WHOAMI_PATH = "/hostname"  # netexec's endpoint that answers the pod's hostname (= the pod name), nothing else
 NODEPORT = 30000  # the course's NodePort
-NFS_EXPORT = "/srv/nfs/labctl"  # the nfs role's default nfs_export_dir
 HOST_PATH_ROOT = "/var/lib/labctl-verify"  # hostPath volumes: <root>/<namespace>
 INGRESS_CLASSES = {"traefik": "traefik", "ingress-nginx": "nginx"}
 HPA_STABILIZATION_SECONDS = 60  # scale-down window (the default 300 s is too long for --slow)
@@ -49,12 +49,12 @@ def new_namespace() -> str:
 
 def mirror_images(lab_vars: dict[str, Any]) -> dict[str, str]:
     """role -> image reference as the cluster pulls it (the lab registry when mirroring)."""
-    registry = lab_vars.get("lab_registry_address") if lab_vars.get("lab_mirror_images") else ""
-    if not registry:
+    mirror = LabFacts.from_group_vars(lab_vars).mirror
+    if not mirror.enabled:
         return dict(WORKLOAD_IMAGES)
     from labctl.images import mirror_name
 
-    return {role: mirror_name(ref, registry, "workloads") for role, ref in WORKLOAD_IMAGES.items()}
+    return {role: mirror_name(ref, mirror.addons_registry, "workloads") for role, ref in WORKLOAD_IMAGES.items()}
 
 
 def context(lab_vars: dict[str, Any], namespace: str) -> dict[str, Any]:
@@ -62,7 +62,8 @@ def context(lab_vars: dict[str, Any], namespace: str) -> dict[str, Any]:
     nodes = lab_vars.get("lab_nodes") or []
     workers = [n["name"] for n in nodes if n.get("role") == "worker"]
     cps = [n["name"] for n in nodes if n.get("role") == "control-plane"]
-    ingress = (lab_vars.get("lab_addons") or {}).get("ingress", "none")
+    facts = LabFacts.from_group_vars(lab_vars)
+    ingress = facts.addons.get("ingress", "none")
     return {
         "namespace": namespace,
         "managed_by": MANAGED_BY,
@@ -74,8 +75,8 @@ def context(lab_vars: dict[str, Any], namespace: str) -> dict[str, Any]:
         "dns_domain": lab_vars.get("lab_dns_domain", "cluster.local"),
         "ingress_class": INGRESS_CLASSES.get(ingress, ingress),
         "ingress_hosts": [f"a.{namespace}.labctl.test", f"b.{namespace}.labctl.test"],
-        "nfs_server": lab_vars.get("lab_registry_ip", ""),
-        "nfs_path": NFS_EXPORT,
+        "nfs_server": facts.nfs.ip,
+        "nfs_path": facts.nfs.path,
         "pv_name": namespace,  # PersistentVolumes are cluster-scoped: unique per run
         "host_path": f"{HOST_PATH_ROOT}/{namespace}",
         "hpa_stabilization_seconds": HPA_STABILIZATION_SECONDS,

@@ -28,10 +28,11 @@ def _failure(events: list[dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from labctl.errors import RunFailed, UserError
-    from labctl.images import lab_images
+    from labctl.facts import LabFacts
 
     lab = load(args)
-    images = lab_images(lab)
+    facts = LabFacts.from_lab(lab)
+    images = facts.images
     if args.json:
         print(json.dumps([{"source": i.source, "mirror": i.mirror, "group": i.group} for i in images], indent=2))
     else:
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{i.source:<{width}}  ->  {i.mirror}" if i.mirror else i.source)
     if not args.push:
         return 0
-    if not lab.kubernetes.mirror_images or lab.registry_node is None:
+    if not facts.mirror.enabled:
         raise UserError("--push: this lab does not mirror images (kubernetes.mirror_images is false or there is "
                         "no registry node); the nodes pull from upstream")
     from labctl.inventory import write_inventory
@@ -54,6 +55,6 @@ def run(args: argparse.Namespace) -> int:
     if result.rc != 0:
         raise RunFailed(f"images phase failed: {_failure(result.events)}")
     changed = sum((result.stats.get("changed") or {}).values())
-    print(f"{len(images)} images in {lab.registry_node.name}:{lab.registry.port} "
+    print(f"{len(images)} images in {facts.registry.address} "
           f"({'copied the missing ones' if changed else 'all there already'})")
     return 0

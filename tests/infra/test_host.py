@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from _check import check, expect, output
-from _lab import group_vars
+from _lab import facts, group_vars
 from _snapshot import SYSTEM_INFO, file_reads, q, service_reads
 
 testinfra_hosts = ["ansible://all"]
@@ -36,7 +36,7 @@ FIREWALL_PORTS = {
     "k8s_cluster": {"8472/udp", "10250/tcp", "10249/tcp", "10256/tcp", "9100/tcp"},
     "control_plane": {"6443/tcp", "2379-2380/tcp", "2381/tcp", "10257/tcp", "10259/tcp"},
     "workers": {"30000-32767/tcp", "30000-32767/udp"},
-    "registry": {f"{GV.get('lab_registry_port', 5000)}/tcp"},
+    "registry": {f"{facts().registry.port}/tcp"},
 }
 TRUSTED_INTERFACES = {"cni0", "flannel.1"}
 TRUST_STORES = {  # os family -> (anchor directory, bundle the anchors end up in)

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 from _check import check, expect, output
-from _lab import group_vars, node_host
+from _lab import facts, group_vars, node_host
 from _snapshot import file_reads, service_reads
 
 testinfra_hosts = ["ansible://registry"]
@@ -37,12 +37,13 @@ pytestmark = pytest.mark.xdist_group("registry")  # the round trip is ordered: p
 
 
 GV = group_vars()
-NAME = GV.get("lab_registry_name", "")
-IP = GV.get("lab_registry_ip", "")
-PORT = int(GV.get("lab_registry_port", 5000))
-ADDRESS = GV.get("lab_registry_address", "")
-AUTH = bool(GV.get("lab_registry_auth"))
-USER = GV.get("lab_registry_user", "")
+REGISTRY = facts().registry
+NAME = REGISTRY.name
+IP = REGISTRY.ip
+PORT = int(REGISTRY.port)
+ADDRESS = REGISTRY.address
+AUTH = bool(REGISTRY.auth)
+USER = REGISTRY.user
 SERVICE = "docker-registry"
 RESTART_WAIT = 30  # seconds the registry gets to answer again after a restart
 WORKERS = [n["name"] for n in GV.get("lab_nodes", []) if n["role"] == "worker"]

@@ -19,21 +19,21 @@ from pathlib import Path
 import pytest
 import yaml
 from _check import check, expect, output
-from _lab import group_vars, node_host
+from _lab import facts, group_vars, node_host
 from _snapshot import command_v, file_reads, service_reads
 
 testinfra_hosts = ["ansible://k8s_cluster"]
 
 
 GV = group_vars()
-REGISTRY = GV.get("lab_registry_address", "") if GV.get("lab_registry_enabled") else ""
+FACTS = facts()
+REGISTRY = FACTS.registry.address  # "" without a registry node
 REGISTRY_NODES = [n["name"] for n in GV.get("lab_nodes", []) if n["role"] == "registry"]
 CERTS_DIR = "/etc/containerd/certs.d"
 
 
 def _sandbox_image() -> str:
-    repo = REGISTRY if (GV.get("lab_mirror_images") and REGISTRY) else "registry.k8s.io"
-    return f"{repo}/pause:{GV.get('lab_pause_version')}"
+    return f"{FACTS.mirror.sandbox_image_repository}/pause:{FACTS.versions.pause}"
 
 
 def _cri(config: dict) -> tuple[dict, dict, dict]:

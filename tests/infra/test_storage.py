@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import pytest
 from _check import check, expect, output
-from _lab import group_vars, node_host
-
-from labctl.workloads import NFS_EXPORT
+from _lab import facts, group_vars, node_host
 
 EXPORTS_FILE = "/etc/exports.d/labctl.exports"
 SERVER_PACKAGES = {"debian": "nfs-kernel-server", "ubuntu": "nfs-kernel-server"}  # else nfs-utils (EL)
@@ -20,6 +18,8 @@ CLIENT_PACKAGES = {"debian": "nfs-common", "ubuntu": "nfs-common"}
 
 
 GV = group_vars()
+NFS = facts().nfs
+NFS_EXPORT = NFS.path
 NODES = GV.get("lab_nodes", [])
 SERVERS = [n["name"] for n in NODES if n["role"] == "registry"]
 CLIENTS = [n["name"] for n in NODES if n["role"] in ("control-plane", "worker")]
@@ -53,7 +53,7 @@ def test_export_directory(node):
 @pytest.mark.parametrize("node", SERVERS)
 def test_exports_file(node):
     f = node_host(node).file(EXPORTS_FILE)
-    want = f"{NFS_EXPORT} {GV.get('lab_network_cidr')}("
+    want = f"{NFS_EXPORT} {NFS.clients}("
     lines = [ln for ln in (f.content_string.splitlines() if f.exists else []) if ln and not ln.startswith("#")]
     check(any(ln.startswith(want) for ln in lines), f"{EXPORTS_FILE} exports {NFS_EXPORT} to the node network",
           expected=f"{want}...)", found=lines or "(no such file)", node=node)
@@ -86,7 +86,7 @@ def test_export_visible_from_node(node):
         pytest.skip("no registry node")
     _need_server(node_host(SERVERS[0]), SERVERS[0])
     host = node_host(node)
-    server = GV.get("lab_registry_ip")
+    server = NFS.ip
     out = host.run("showmount -e %s", server)
     check(out.rc == 0 and NFS_EXPORT in out.stdout, f"the export of {SERVERS[0]} is visible", expected=NFS_EXPORT,
           found=out.stdout.strip() or out.stderr.strip(), node=node, detail=output(out))

@@ -29,6 +29,7 @@ from _check import check, expect, output
 from _lab import group_vars, node_host
 
 from labctl import workloads
+from labctl.facts import LabFacts
 
 pytestmark = pytest.mark.xdist_group("workloads")
 
@@ -107,12 +108,12 @@ def wl(lab_vars: dict, lab_nodes: list[dict], request: pytest.FixtureRequest):
         root.run(cmd)
     ns = workloads.new_namespace()
     docs = workloads.render(lab_vars, ns)
-    addons = lab_vars.get("lab_addons") or {}
+    lab_facts = LabFacts.from_group_vars(lab_vars)
     state = SimpleNamespace(ns=ns, docs=docs, kube=Kube(cp, ns), lab_vars=lab_vars, cp=cp,
                             ctx=workloads.context(lab_vars, ns),
-                            nfs=bool(lab_vars.get("lab_registry_enabled")),
-                            ingress=addons.get("ingress", "none") != "none",
-                            metrics=bool(addons.get("metrics_server")))
+                            nfs=lab_facts.nfs.enabled,
+                            ingress="ingress" in lab_facts.addons,
+                            metrics="metrics_server" in lab_facts.addons)
     # an addon lab.yml turns on may not be installed: the addons phase stops when its Helm chart
     # cannot be had (no chart repository reachable, no archive in packages_dir); those checks skip
     state.not_installed = {

@@ -7,8 +7,9 @@ import pytest
 from labctl.hints import hint_for, rule_for
 from labctl.report import Check
 
-CTX = {"lab_pod_subnet": "10.244.0.0/16", "lab_firewall": "ports", "lab_registry_address": "registry:5000",
-       "lab_registry_name": "registry", "lab_registry_port": 5000, "lab_service_subnet": "10.254.0.0/16"}
+CTX = {"lab_pod_subnet": "10.244.0.0/16", "lab_firewall": "ports", "lab_service_subnet": "10.254.0.0/16",
+       "lab_registry": {"enabled": True, "name": "registry", "port": 5000, "address": "registry:5000"},
+       "lab_nfs": {"enabled": True, "server": "registry"}}
 
 
 def chk(layer="network", name="test_x", what="", expected="", found="", detail="", message="", longrepr=""):

@@ -85,7 +85,7 @@ def test_mirror_name_rule():
 def test_group_vars_carry_the_same_list(tmp_path: Path):
     lab = _lab()
     gv = yaml.safe_load(render_inventory(lab, tmp_path / "lab.yml")["group_vars/all.yml"])
-    assert gv["lab_images"] == [{"source": i.source, "mirror": i.mirror} for i in lab_images(lab)]
+    assert gv["lab_images"] == [{"source": i.source, "mirror": i.mirror, "group": i.group} for i in lab_images(lab)]
 
 
 def _write(tmp_path: Path, **kubernetes) -> Path:

@@ -211,8 +211,8 @@ def test_prepull_pulls_only_missing_lab_registry_images_and_config_json_decodes(
         "hosts": "localhost", "connection": "local", "gather_facts": False,
         "vars_files": [str(repo / "roles/containerd/defaults/main.yml"), str(repo / "roles/containerd/vars/main.yml")],
         "vars": {
-            "lab_registry_address": "registry:5000", "lab_registry_enabled": True, "lab_registry_auth": True,
-            "lab_registry_user": "labctl", "lab_state_dir": str(tmp_path),
+            "lab_registry": {"enabled": True, "address": "registry:5000", "auth": True, "user": "labctl"},
+            "lab_state_dir": str(tmp_path),
             "containerd_prepull_images": ["registry:5000/kube-apiserver:v1.37.2", "registry:5000/pause:3.10.2 ",
                                           "registry.k8s.io/etcd:3.7.0-0"],
             "containerd_prepull_present": {"stdout": json.dumps({"images": [

@@ -69,7 +69,7 @@ class Rendered:
         self.vars = group_vars_document(self.lab, StateDir(lab_file, self.lab.name))
         self.cps = [n for n in self.lab.nodes if n.role == "control-plane"]
         self.k8s_nodes = [n for n in self.lab.nodes if n.role != "registry"]
-        self.registry = self.vars["lab_registry_address"] if self.lab.kubernetes.mirror_images else ""
+        self.registry = self.vars["lab_registry"]["address"] if self.lab.kubernetes.mirror_images else ""
 
     def docs(self, rel: str) -> list:
         return load_documents(self.out / rel)

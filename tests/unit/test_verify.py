@@ -55,7 +55,8 @@ def state(tmp_path: Path) -> StateDir:
     return StateDir(tmp_path / "lab.yml", "k8s-lab")
 
 
-LAB_VARS = {"lab_addons": {"ingress": "traefik", "metrics_server": True, "dashboard": "none", "monitoring": "none"}}
+LAB_VARS = {"lab_addons": {"ingress": "traefik", "metrics_server": True, "dashboard": "none", "monitoring": "none"},
+            "lab_addons_enabled": {"metrics_server": "metrics-server", "ingress": "traefik"}}
 UP = {"master": "", "node": "", "registry": ""}
 GROUPS = {"control_plane": ["master"], "workers": ["node"], "registry": ["registry"], "k8s_cluster": ["master", "node"]}
 
@@ -98,7 +99,8 @@ def test_full_cluster_runs_everything(state, suites):
 
 def test_no_addons_in_lab_yml(state, suites):
     facts = Facts(ssh=UP, groups=GROUPS, cluster=ClusterFacts(kubeconfig=True, answers=True, network=True, addons=True))
-    none = {"lab_addons": {"ingress": "none", "metrics_server": False, "dashboard": "none", "monitoring": "none"}}
+    none = {"lab_addons": {"ingress": "none", "metrics_server": False, "dashboard": "none", "monitoring": "none"},
+            "lab_addons_enabled": {}}
     plan = _plan(facts, state, suites, lab_vars=none)
     assert not plan["addons"].run and plan["addons"].reason == "no addons in lab.yml"
 

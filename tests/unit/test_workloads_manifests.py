@@ -12,8 +12,10 @@ GV = {
                   {"name": "node1", "role": "worker", "ip": "192.168.56.31"},
                   {"name": "node2", "role": "worker", "ip": "192.168.56.32"},
                   {"name": "registry", "role": "registry", "ip": "192.168.56.100"}],
-    "lab_registry_address": "registry:5000", "lab_registry_ip": "192.168.56.100", "lab_mirror_images": True,
+    "lab_mirror": {"enabled": True, "addons_registry": "registry:5000"},
+    "lab_nfs": {"enabled": True, "server": "registry", "ip": "192.168.56.100", "path": "/srv/nfs/labctl"},
     "lab_dns_domain": "cluster.local", "lab_addons": {"ingress": "traefik", "metrics_server": True},
+    "lab_addons_enabled": {"metrics_server": "metrics-server", "ingress": "traefik"},
 }
 NS = "labctl-verify-0a1b2c"
 
@@ -80,7 +82,7 @@ def test_images_come_from_the_lab_registry(rendered):
     images |= {c["image"] for d in _all(rendered) if d["kind"] == "Pod" for c in d["spec"]["containers"]}
     tag = versions.PINS["bundle"]["agnhost"]["tag"]
     assert images == {f"registry:5000/e2e-test-images/agnhost:{tag}", "registry:5000/library/busybox:1.35.0"}
-    assert workloads.mirror_images({**GV, "lab_mirror_images": False}) == workloads.WORKLOAD_IMAGES
+    assert workloads.mirror_images({**GV, "lab_mirror": {"enabled": False}}) == workloads.WORKLOAD_IMAGES
 
 
 def test_the_course_shape(rendered):
