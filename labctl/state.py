@@ -9,6 +9,8 @@ Layout (created 0700; secrets 0600):
     facts/               Ansible's fact cache
     cp/                  SSH ControlPath sockets
     kubeconfig           admin.conf fetched from the control plane
+    vagrant.json         what the Vagrantfile reads, resolved by labctl (providers/vagrantfile.py)
+    vagrant/             Vagrant's own state (VAGRANT_DOTFILE_PATH)
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ class StateDir:
     @property
     def kubeconfig(self) -> Path:
         return self.root / "kubeconfig"
+
+    @property
+    def vagrant_config(self) -> Path:
+        """The lab as the Vagrantfile reads it (providers/vagrantfile.py writes it)."""
+        return self.root / "vagrant.json"
 
     @property
     def ca_cert(self) -> Path:

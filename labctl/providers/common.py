@@ -176,13 +176,12 @@ def raise_on_failures(results: Iterable[NodeStatus]) -> None:
 # ---------------------------------------------------------------------------
 
 
-def vagrant_env(lab_file: Path, state: StateDir, extra: dict[str, str] | None = None) -> dict[str, str]:
+def vagrant_env(state: StateDir, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Vagrant's environment for this lab (the Vagrantfile's input: providers/vagrantfile.vagrant_env)."""
     env = dict(os.environ)
     env.update({
         "VAGRANT_VAGRANTFILE": str(VAGRANTFILE),
         "VAGRANT_DOTFILE_PATH": str(state.root / "vagrant"),
-        "LABCTL_LAB": str(lab_file.resolve()),
-        "LABCTL_SSH_DIR": str(state.ssh_dir),
         "VAGRANT_NO_COLOR": "1",
         "VAGRANT_CHECKPOINT_DISABLE": "1",
         "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",

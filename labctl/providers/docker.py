@@ -24,7 +24,7 @@ from pathlib import Path
 from labctl import reach, sshkeys
 from labctl.config import Lab, Node
 from labctl.errors import RunFailed, UserError
-from labctl.providers import NodeStatus, Progress, common, image
+from labctl.providers import NodeStatus, Progress, common, image, vagrantfile
 from labctl.state import StateDir
 
 INSTALL_HINT = "apt-get install -y docker.io vagrant (Debian/Ubuntu)"
@@ -90,11 +90,11 @@ class DockerProvider:
         self.state = StateDir(lab_file, lab.name)
         self.rebuild_image = rebuild_image
         self.node_image = node_image  # prepared | plain (providers/image.py)
-        self.network = f"{lab.name}-net"
+        self.network = vagrantfile.lab_network_name(lab)
 
     # -- names and live state --------------------------------------------------
     def container(self, node: Node) -> str:
-        return f"{self.lab.name}-{node.name}"
+        return vagrantfile.machine_name(self.lab, node)
 
     def kubelet_blocker(self) -> str:
         """Why a kubelet cannot run in this lab's Kubernetes nodes ('' when it can).
@@ -238,10 +238,8 @@ class DockerProvider:
             forced = os.environ.get("LABCTL_DOCKER_PRIVILEGED")  # "0"/"1" overrides the detection
             privileged = forced == "1" if forced in ("0", "1") else privileged_allowed(engine, tag)
             self._ensure_network()
-            env = common.vagrant_env(self.lab_file, self.state, {
-                "LABCTL_NODE_IMAGE": tag,
-                "LABCTL_DOCKER_PRIVILEGED": "1" if privileged else "0",
-            })
+            env = vagrantfile.vagrant_env(self.state, vagrantfile.resolve(
+                self.lab, self.lab_file, "docker", node_image=tag, privileged=privileged))
             progress(f"vagrant up --provider docker {' '.join(n.name for n in todo)}")
             try:
                 common.run_vagrant(["up", "--provider", "docker", *[n.name for n in todo]], env,

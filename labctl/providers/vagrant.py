@@ -2,8 +2,9 @@
 where VBoxManage is installed, else libvirt).
 
 The box is chosen here, nowhere else (BOXES; lab.yml's `box` overrides it), and reaches the
-Vagrantfile as LABCTL_BOX / LABCTL_BOX_VERSION / LABCTL_BOX_URL. libvirt with debian12 uses
-labctl's own box, built and cached by providers/box.py when missing (`labctl box build`).
+Vagrantfile through the lab's resolved file (providers/vagrantfile.py), with the libvirt driver and
+management network decided here. libvirt with debian12 uses labctl's own box, built and cached by
+providers/box.py when missing (`labctl box build`).
 
 libvirt: KVM when a KVM guest really runs here, else QEMU's software emulation (TCG), decided by
 kvm_usable() -- a bounded boot of the box's own kernel under KVM -- or LABCTL_LIBVIRT_DRIVER.
@@ -29,11 +30,12 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from labctl import reach, sshkeys
 from labctl.config import Lab, Node
 from labctl.errors import RunFailed, UserError
-from labctl.providers import NodeStatus, Progress, common
+from labctl.providers import NodeStatus, Progress, common, vagrantfile
 from labctl.state import StateDir
 
 INSTALL_HINT = {
@@ -57,12 +59,12 @@ def default_vm_provider() -> str:
     return os.environ.get("LABCTL_VM_PROVIDER") or ("virtualbox" if shutil.which("VBoxManage") else "libvirt")
 
 
-def box_env(lab: Lab, lab_file: Path, vm_provider: str, build: bool = False,
-            on_line: Progress = lambda _l: None) -> dict[str, str]:
-    """LABCTL_BOX (+ _VERSION, _URL) for the Vagrantfile; labctl's own box is built (cached) when `build`."""
+def resolve_box(lab: Lab, lab_file: Path, vm_provider: str, build: bool = False,
+                on_line: Progress = lambda _l: None) -> dict[str, str | None]:
+    """{name, version, url} of the box for the Vagrantfile; labctl's own box is built (cached) when `build`."""
     name, version = lab.box.name, lab.box.version
     if name:
-        env = {"LABCTL_BOX": name}
+        url = None
         if re.match(r"^(https?|file)://", name) or name.endswith(".box"):
             url = name
             if not re.match(r"^(https?|file)://", name):
@@ -73,20 +75,18 @@ def box_env(lab: Lab, lab_file: Path, vm_provider: str, build: bool = False,
                 url = path.resolve().as_uri()
             stem = re.sub(r"[^a-z0-9.-]+", "-", Path(url.split("?")[0]).name.lower().removesuffix(".box")
                           .removesuffix(".json")).strip("-") or "box"
-            env = {"LABCTL_BOX": f"{lab.name}/{stem}", "LABCTL_BOX_URL": url}
-        if version:
-            env["LABCTL_BOX_VERSION"] = version
-        return env
+            name = f"{lab.name}/{stem}"
+        return {"name": name, "version": version or None, "url": url}
     default = BOXES[vm_provider][lab.os]
     if default is not None:
-        return {"LABCTL_BOX": default, **({"LABCTL_BOX_VERSION": version} if version else {})}
+        return {"name": default, "version": version or None, "url": None}
     from labctl.providers import box
 
     if build:
         _path, built_version, _built = box.build(vm_provider, on_line=on_line)
     else:
         built_version = box.box_version(box.recipe_hash())
-    return {"LABCTL_BOX": box.BOX_NAME, "LABCTL_BOX_VERSION": version or built_version}
+    return {"name": box.BOX_NAME, "version": version or built_version, "url": None}
 
 
 # ---------------------------------------------------------------------------
@@ -158,12 +158,18 @@ def kvm_usable(kernel: Path | None, timeout: float = KVM_PROBE_SECONDS) -> tuple
     return ok, why
 
 
+def forced_libvirt_driver() -> str | None:
+    """LABCTL_LIBVIRT_DRIVER (kvm | qemu) when set."""
+    forced = os.environ.get("LABCTL_LIBVIRT_DRIVER")
+    if forced and forced not in vagrantfile.LIBVIRT_DRIVERS:
+        raise UserError(f"LABCTL_LIBVIRT_DRIVER: found {forced!r}; allowed: kvm, qemu")
+    return forced or None
+
+
 def libvirt_driver(progress: Progress) -> str:
     """kvm or qemu: LABCTL_LIBVIRT_DRIVER when set, else what kvm_usable() finds (a line says which)."""
-    forced = os.environ.get("LABCTL_LIBVIRT_DRIVER")
+    forced = forced_libvirt_driver()
     if forced:
-        if forced not in ("kvm", "qemu"):
-            raise UserError(f"LABCTL_LIBVIRT_DRIVER: found {forced!r}; allowed: kvm, qemu")
         return forced
     from labctl.providers import box
 
@@ -201,7 +207,7 @@ def libvirt_networks() -> dict[str, list[ipaddress.IPv4Network]]:
 def management_network(lab: Lab) -> str:
     """The lab's own management network `<lab>-mgmt`: its current address, else a free /24 in 10.100-199
     chosen from the lab name (not the lab's, pod or service networks, a host address or another libvirt net)."""
-    name = f"{lab.name}-mgmt"
+    name = vagrantfile.management_network_name(lab)
     nets = libvirt_networks() if shutil.which("virsh") else {}
     if nets.get(name):
         return str(nets[name][0])
@@ -229,19 +235,37 @@ class VagrantProvider:
         if self.vm_provider not in INSTALL_HINT:
             raise UserError(f"LABCTL_VM_PROVIDER: found {self.vm_provider!r}; allowed: virtualbox, libvirt")
 
-        self._extra: dict[str, str] | None = None
+        self._resolved: dict[str, Any] | None = None
+
+    def resolve(self, build: bool = False, progress: Progress = lambda _l: None) -> dict[str, Any]:
+        """What the Vagrantfile reads (providers/vagrantfile.py): the box (built when `build` and missing),
+        and for libvirt the driver (probed when `build`; else LABCTL_LIBVIRT_DRIVER, else the decision the
+        last `up` wrote, else kvm) and the management network."""
+        if self._resolved is None or build:
+            driver = mgmt = None
+            if self.vm_provider == "libvirt":
+                mgmt = management_network(self.lab)
+                driver = libvirt_driver(progress) if build else (
+                    forced_libvirt_driver() or self._recorded_driver() or "kvm")
+            self._resolved = vagrantfile.resolve(
+                self.lab, self.lab_file, self.vm_provider,
+                box=resolve_box(self.lab, self.lab_file, self.vm_provider, build=build, on_line=progress),
+                libvirt_driver=driver, management_network=mgmt)
+        return self._resolved
+
+    def _recorded_driver(self) -> str | None:
+        try:
+            recorded = json.loads(self.state.vagrant_config.read_text())
+            driver = recorded["libvirt"]["driver"] if recorded.get("provider") == "libvirt" else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return driver if driver in vagrantfile.LIBVIRT_DRIVERS else None
 
     def _env(self, build: bool = False, progress: Progress = lambda _l: None) -> dict[str, str]:
-        """Vagrant's environment: the box (built when `build` and missing), the libvirt driver and network."""
-        if self._extra is None or build:
-            extra = {"VAGRANT_DEFAULT_PROVIDER": self.vm_provider,
-                     **box_env(self.lab, self.lab_file, self.vm_provider, build=build, on_line=progress)}
-            if self.vm_provider == "libvirt":
-                extra["LABCTL_LIBVIRT_MGMT_NET"] = management_network(self.lab)
-                extra["LABCTL_LIBVIRT_DRIVER"] = (libvirt_driver(progress) if build else
-                                                  os.environ.get("LABCTL_LIBVIRT_DRIVER", "kvm"))
-            self._extra = extra
-        return common.vagrant_env(self.lab_file, self.state, self._extra)
+        """Vagrant's environment, the lab's resolved file written first (when it changed)."""
+        env = vagrantfile.vagrant_env(self.state, self.resolve(build, progress))
+        env["VAGRANT_DEFAULT_PROVIDER"] = self.vm_provider
+        return env
 
     def _cwd(self) -> Path:
         return self.lab_file.resolve().parent
@@ -291,9 +315,10 @@ class VagrantProvider:
             self.state.root.mkdir(parents=True, exist_ok=True)
             (self.state.root / "vm-provider").write_text(self.vm_provider + "\n")
             if self.vm_provider == "libvirt":
-                progress(f"vagrant: box {env['LABCTL_BOX']} {env.get('LABCTL_BOX_VERSION', '')}, libvirt driver "
-                         f"{env['LABCTL_LIBVIRT_DRIVER']}, networks {self.lab.name}-net ({self.lab.network.cidr}) "
-                         f"and {self.lab.name}-mgmt ({env['LABCTL_LIBVIRT_MGMT_NET']})")
+                box, lv = self.resolve()["box"], self.resolve()["libvirt"]
+                progress(f"vagrant: box {box['name']} {box['version'] or ''}, libvirt driver "
+                         f"{lv['driver']}, networks {vagrantfile.lab_network_name(self.lab)} ({self.lab.network.cidr}) "
+                         f"and {lv['management_network']['name']} ({lv['management_network']['address']})")
             progress(f"vagrant up --provider {self.vm_provider} {' '.join(n.name for n in todo)}")
             # libvirt: one machine at a time -- vagrant-libvirt's parallel up stalled here with every
             # domain defined and none started (three batch threads waiting on one libvirt connection)
