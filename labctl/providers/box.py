@@ -132,6 +132,20 @@ auto eth0
 iface eth0 inet dhcp
 """
 
+# Vagrant's Debian hostname step (plugins/guests/debian/cap/change_host_name.rb, on systemd without
+# networkd or NetworkManager) restarts every NIC with `systemctl start ifup@<nic>` -- the lab's NIC too,
+# before its network step has written that NIC's configuration. Debian's unit then fails (`ifquery
+# --state` of an unconfigured interface) and stays failed: every VM `degraded`. An interface that
+# /etc/network/interfaces does not name is not ifupdown's to bring up, so for it the unit succeeds
+# doing nothing; a named interface runs exactly Debian's command.
+IFUP_DROPIN = """\
+# labctl box: an interface /etc/network/interfaces does not name is not a failure (Vagrant starts
+# ifup@<nic> for every NIC before it has configured the lab's)
+[Service]
+ExecStart=
+ExecStart=/bin/sh -ec 'if ifquery %I >/dev/null 2>&1; then ifup --allow=hotplug %I; ifquery --state %I; fi'
+"""
+
 SSHD_CONFIG = """\
 # labctl box
 UseDNS no
@@ -153,6 +167,7 @@ install -m 0600 "$stage/authorized_keys" "$root/home/vagrant/.ssh/authorized_key
 chroot "$root" chown -R vagrant:vagrant /home/vagrant/.ssh
 install -m 0440 "$stage/sudoers" "$root/etc/sudoers.d/vagrant"
 install -m 0644 "$stage/interfaces" "$root/etc/network/interfaces"
+install -D -m 0644 "$stage/ifup-dropin.conf" "$root/etc/systemd/system/ifup@.service.d/labctl.conf"
 install -m 0644 "$stage/fstab" "$root/etc/fstab"
 install -m 0644 "$stage/sshd-labctl.conf" "$root/etc/ssh/sshd_config.d/labctl.conf"
 install -m 0755 "$stage/labctl-firstboot" "$root/usr/local/sbin/labctl-firstboot"
@@ -248,6 +263,7 @@ def recipe() -> dict[str, object]:
             "authorized_keys": VAGRANT_INSECURE_KEY + "\n",
             "sudoers": SUDOERS,
             "interfaces": INTERFACES,
+            "ifup-dropin.conf": IFUP_DROPIN,
             "sshd-labctl.conf": SSHD_CONFIG,
             "labctl-firstboot": FIRSTBOOT.format(swap_mb=SWAP_MB),
             "labctl-firstboot.service": FIRSTBOOT_UNIT,
