@@ -518,5 +518,6 @@ def add_to_vagrant(box: Path, provider: str, h: str, on_line: Callable[[str], No
     }, indent=1))
     on_line(f"vagrant box add {BOX_NAME} {box_version(h)} ({provider})")
     env = {**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_NO_COLOR": "1"}
-    _run(["vagrant", "box", "add", "--force", "--provider", provider, "--box-version", box_version(h),
-          str(catalog)], "vagrant box add", 1800, on_line, env=env)
+    # run beside the box, not in the caller's directory: Vagrant loads any Vagrantfile it finds there
+    common.run_streamed(["vagrant", "box", "add", "--force", "--provider", provider, "--box-version",
+                         box_version(h), str(catalog)], "vagrant box add", 1800, on_line, env, cwd=box.parent)

@@ -174,6 +174,17 @@ def test_vagrant_without_labctl_says_run_labctl_up(tmp_path: Path) -> None:
     assert "nope.json: no such file" in res.stderr and "labctl up" in res.stderr, res.stdout + res.stderr
 
 
+@needs_vagrant
+def test_vagrant_box_commands_need_no_lab(tmp_path: Path) -> None:
+    """Vagrant loads the Vagrantfile for every command in its directory: `vagrant box list` (and labctl's
+    own `vagrant box add`) there must not stop for want of a lab."""
+    env = {k: v for k, v in os.environ.items() if k != vf.ENV} | {
+        "VAGRANT_VAGRANTFILE": str(REPO / "Vagrantfile"), "VAGRANT_DOTFILE_PATH": str(tmp_path / ".vagrant"),
+        "VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_NO_COLOR": "1"}
+    res = _vagrant(["box", "list"], tmp_path, env)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
 # -- what Vagrant is given (the Vagrantfile under a recording DSL) ------------------------------------------------
 
 
