@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from labctl.config import load_lab  # noqa: E402
+from labctl.model.config import load_lab  # noqa: E402
 from labctl.state import StateDir  # noqa: E402
 from labctl.verify import INFRA_DIR, gather_facts, parse_selection, verify  # noqa: E402
 

@@ -1,6 +1,6 @@
 """`labctl bundle build`: an offline bundle of every binary and image a lab needs, built from source.
 
-Everything comes from labctl/pins.yml: Go modules at pinned versions, fetched through the Go module
+Everything comes from labctl/model/pins.yml: Go modules at pinned versions, fetched through the Go module
 proxy and built with the ordinary Go toolchain (static, linux/amd64, -trimpath, versions stamped as
 the projects' release builds do); pause compiled with gcc -static; Debian packages (busybox-static,
 the packet-filter tools of kube-proxy's and flannel's base) from Debian's mirror. Images are
@@ -114,8 +114,8 @@ def digest(bpins: dict[str, Any]) -> str:
 
 
 def image_refs(bpins: dict[str, Any]) -> dict[str, str]:
-    """image name (the archive's file name) -> the upstream ref labctl/images.py lists for it."""
-    from labctl import versions
+    """image name (the archive's file name) -> the upstream ref labctl/model/images.py lists for it."""
+    from labctl.model import versions
     from labctl.workloads import WORKLOAD_IMAGES
 
     k = bpins["kubernetes"]
@@ -129,7 +129,7 @@ def image_refs(bpins: dict[str, Any]) -> dict[str, str]:
     refs["metrics-server"] = f"registry.k8s.io/metrics-server/metrics-server:{bpins['metrics_server']['version']}"
     refs["busybox"] = WORKLOAD_IMAGES["busybox"]
     refs["agnhost"] = WORKLOAD_IMAGES["agnhost"]
-    # labctl's own image (roles/csr_approver); labctl/images.py names it the same way
+    # labctl's own image (roles/csr_approver); labctl/model/images.py names it the same way
     refs["csr-approver"] = f"docker.io/labctl/csr-approver:{bpins['csr_approver']['version']}"
     return refs
 
@@ -637,7 +637,7 @@ class Builder:
 def build(minor: str, out: Path | None = None, say: Callable[[str], None] = print,
           pins: dict[str, Any] | None = None) -> Path:
     """Build the bundle for `minor` (a no-op when it is there already); returns its directory."""
-    from labctl import versions
+    from labctl.model import versions
 
     bpins = bundle_pins(pins or versions.PINS, minor)
     want = digest(bpins)

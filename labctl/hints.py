@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from labctl.facts import LabFacts, Registry
+from labctl.model.facts import LabFacts, Registry
 
 if TYPE_CHECKING:
     from labctl.failures import Failure

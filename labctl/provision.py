@@ -27,9 +27,9 @@ from typing import Any
 import yaml
 
 from labctl import reach
-from labctl.config import Lab
 from labctl.errors import UserError
 from labctl.failures import Failure, collect
+from labctl.model.config import Lab
 from labctl.phases import PHASES
 from labctl.progress import Progress
 from labctl.state import StateDir, write_private

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from labctl.state import StateDir
 
 if TYPE_CHECKING:
-    from labctl.config import Lab, Node
+    from labctl.model.config import Lab, Node
 
 CONNECT_TIMEOUT = 10  # seconds; what Ansible, testinfra and `labctl ssh` wait for a node's sshd
 CONTROL_PERSIST = "300s"  # how long an idle master stays

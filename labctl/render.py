@@ -15,9 +15,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from labctl.config import Lab
 from labctl.errors import RunFailed
 from labctl.inventory import render_inventory, write_tree
+from labctl.model.config import Lab
 from labctl.state import REPO_ROOT, StateDir
 
 

@@ -34,8 +34,8 @@ from typing import Any
 import yaml
 
 from labctl import reach
-from labctl.config import Lab
 from labctl.errors import RunFailed, UserError
+from labctl.model.config import Lab
 from labctl.phases import LAYERS
 from labctl.report import Check, LayerResult, Report, checks_from_json, checks_from_junit, layer_result
 from labctl.state import REPO_ROOT, StateDir
@@ -230,7 +230,7 @@ class LayerPlan:
 
 
 def _addons_enabled(lab_vars: dict[str, Any]) -> bool:
-    from labctl.facts import LabFacts
+    from labctl.model.facts import LabFacts
 
     return bool(LabFacts.from_group_vars(lab_vars).addons)
 

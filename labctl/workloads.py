@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from labctl.facts import NFS_EXPORT, LabFacts
+from labctl.model.facts import NFS_EXPORT, LabFacts
+from labctl.model.versions import PINS
 from labctl.state import REPO_ROOT
-from labctl.versions import PINS
 
 TEMPLATE_DIR = REPO_ROOT / "tests" / "infra" / "workloads"
 MANAGED_BY = "labctl-verify"
@@ -28,7 +28,7 @@ NAMESPACE_PREFIX = "labctl-verify-"
 # the steps, in the order the test applies them
 STEPS = ("namespace", "whoami", "scheduling", "volumes", "nfs", "nfs-reader", "ingress", "hpa", "load")
 # upstream images the workloads use; mirrored to the lab registry with the other images.
-# Tags from labctl/pins.yml (bundle.agnhost, bundle.busybox: what `labctl bundle build` builds).
+# Tags from labctl/model/pins.yml (bundle.agnhost, bundle.busybox: what `labctl bundle build` builds).
 WORKLOAD_IMAGES = {
     # Kubernetes' e2e test image; the whoami pods run `agnhost netexec --http-port=8000`:
     # GET /hostname answers the pod name, /readyz is the readiness endpoint
@@ -52,7 +52,7 @@ def mirror_images(lab_vars: dict[str, Any]) -> dict[str, str]:
     mirror = LabFacts.from_group_vars(lab_vars).mirror
     if not mirror.enabled:
         return dict(WORKLOAD_IMAGES)
-    from labctl.images import mirror_name
+    from labctl.model.images import mirror_name
 
     return {role: mirror_name(ref, mirror.addons_registry, "workloads") for role, ref in WORKLOAD_IMAGES.items()}
 

@@ -28,7 +28,7 @@ def _failure(events: list[dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from labctl.errors import RunFailed, UserError
-    from labctl.facts import LabFacts
+    from labctl.model.facts import LabFacts
 
     lab = load(args)
     facts = LabFacts.from_lab(lab)

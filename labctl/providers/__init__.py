@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from labctl.config import Lab
+    from labctl.model.config import Lab
 
 Progress = Callable[[str], None]
 

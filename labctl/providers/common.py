@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from labctl.config import Lab, Node
 from labctl.errors import RunFailed, UserError
+from labctl.model.config import Lab, Node
 from labctl.providers import NodeStatus, Progress
 from labctl.reach import NodeTarget
 from labctl.state import REPO_ROOT, StateDir

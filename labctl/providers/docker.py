@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from labctl import reach, sshkeys
-from labctl.config import Lab, Node
 from labctl.errors import RunFailed, UserError
+from labctl.model.config import Lab, Node
 from labctl.providers import NodeStatus, Progress, common, image, vagrantfile
 from labctl.state import StateDir
 

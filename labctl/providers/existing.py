@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from labctl import reach, sshkeys
-from labctl.config import Lab
 from labctl.errors import UserError
+from labctl.model.config import Lab
 from labctl.providers import NodeStatus, Progress, common
 from labctl.state import StateDir
 

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from labctl import reach, sshkeys
-from labctl.config import Lab, Node
 from labctl.errors import RunFailed, UserError
+from labctl.model.config import Lab, Node
 from labctl.providers import NodeStatus, Progress, common, vagrantfile
 from labctl.state import StateDir
 

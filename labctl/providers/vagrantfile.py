@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labctl.config import Lab, Node
+from labctl.model.config import Lab, Node
 from labctl.providers import common
 from labctl.state import StateDir
 

@@ -29,7 +29,7 @@ from _check import check, expect, output
 from _lab import group_vars, node_host
 
 from labctl import workloads
-from labctl.facts import LabFacts
+from labctl.model.facts import LabFacts
 
 pytestmark = pytest.mark.xdist_group("workloads")
 

@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labctl import versions
-from labctl.config import parse_lab
 from labctl.inventory import render_inventory, write_tree
+from labctl.model import versions
+from labctl.model.config import parse_lab
 from labctl.providers.image import node_image
 from labctl.runner import run_playbook
 from labctl.state import StateDir
 
 pytestmark = pytest.mark.integration
-PATCH = versions.KUBERNETES["1.37"].patch  # the pinned patch of the lab's minor (labctl/pins.yml)
+PATCH = versions.KUBERNETES["1.37"].patch  # the pinned patch of the lab's minor (labctl/model/pins.yml)
 
 LAB = {
     "name": "k5-preflight", "provider": "docker", "network": {"cidr": "192.168.56.0/24"},

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from labctl import bundle, versions
-from labctl.config import parse_lab
+from labctl import bundle
 from labctl.errors import UserError
-from labctl.images import kubeadm_images, lab_images
+from labctl.model import versions
+from labctl.model.config import parse_lab
+from labctl.model.images import kubeadm_images, lab_images
 from labctl.workloads import WORKLOAD_IMAGES
 
 from .conftest import base_lab

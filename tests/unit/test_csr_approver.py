@@ -27,10 +27,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from labctl import csr, images
-from labctl.config import load_lab, parse_lab
+from labctl import csr
 from labctl.inventory import group_vars_document
 from labctl.manifests import load_documents, validate_documents
+from labctl.model import images
+from labctl.model.config import load_lab, parse_lab
 from labctl.render import render_all
 from labctl.state import StateDir
 

@@ -11,8 +11,8 @@ import yaml
 
 from labctl import reach
 from labctl.commands import ssh as ssh_command
-from labctl.config import load_lab
 from labctl.inventory import render_inventory
+from labctl.model.config import load_lab
 from labctl.state import StateDir
 from tests.unit.conftest import base_lab, lab_existing, write_lab
 

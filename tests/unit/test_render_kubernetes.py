@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labctl.config import load_lab
-from labctl.images import lab_images
 from labctl.inventory import group_vars_document
 from labctl.kubeadm_schema import check_documents
 from labctl.manifests import load_documents, validate_documents
+from labctl.model.config import load_lab
+from labctl.model.images import lab_images
 from labctl.render import render_all
 from labctl.state import StateDir
 
@@ -298,7 +298,7 @@ def test_roles_read_only_lab_variables(role: str):
 
 
 def load_lab_from(data: dict):
-    from labctl.config import parse_lab
+    from labctl.model.config import parse_lab
 
     return parse_lab(data)
 

@@ -7,8 +7,8 @@ import os
 import stat
 from pathlib import Path
 
-from labctl.config import parse_lab
 from labctl.inventory import group_vars_document
+from labctl.model.config import parse_lab
 from labctl.reach import control_path_dir
 from labctl.runner import ansible_env
 from labctl.state import StateDir

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from labctl.config import Node, load_lab
+from labctl.model.config import Node, load_lab
 from labctl.providers import vagrantfile as vf
 from labctl.providers.vagrant import VagrantProvider, resolve_box
 from labctl.state import StateDir

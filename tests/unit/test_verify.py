@@ -226,8 +226,8 @@ def test_runtime_ok(host):
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_real_run_report(tmp_path, workers):
     """The real driver on a local suite: results per layer, expected/found, hints, skips, JUnit."""
-    from labctl.config import parse_lab
     from labctl.inventory import write_inventory
+    from labctl.model.config import parse_lab
 
     lab_file = write_lab(tmp_path, base_lab())
     lab = parse_lab(base_lab())

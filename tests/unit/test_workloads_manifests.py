@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from labctl import versions, workloads
+from labctl import workloads
+from labctl.model import versions
 
 GV = {
     "lab_nodes": [{"name": "master", "role": "control-plane", "ip": "192.168.56.21"},

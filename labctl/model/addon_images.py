@@ -5,7 +5,7 @@ vars/main.yml (`<role>_images: {<addon>: {<chart version>: {<component>: {regist
 repository, tag}}}}`, without the <addon> level for single-chart roles), so the values
 the roles template and the list `labctl images` mirrors come from one table. `images(lab)` returns upstream references
 `<registry>/<repository>:<tag>`; with mirroring on, the roles point every image at
-`<lab registry>/<repository>:<tag>` -- labctl.images.mirror_name's rule.
+`<lab registry>/<repository>:<tag>` -- labctl.model.images.mirror_name's rule.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from labctl import versions
-from labctl.config import Lab
-from labctl.facts import enabled_addons
+from labctl.model import versions
+from labctl.model.config import Lab
+from labctl.model.facts import enabled_addons
 from labctl.state import REPO_ROOT
 
 ROLES = REPO_ROOT / "roles"

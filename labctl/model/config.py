@@ -19,9 +19,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from labctl import ports, versions
 from labctl.errors import UserError
-from labctl.facts import enabled_addons, kubernetes_patch
+from labctl.model import ports, versions
+from labctl.model.facts import enabled_addons, kubernetes_patch
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 VERSION_RE = re.compile(r"^1\.\d{1,2}(\.\d{1,3})?$")
@@ -101,7 +101,7 @@ class Kubernetes(_Strict):
     version: str = Field(
         versions.DEFAULT_KUBERNETES,
         description=f"`\"{_MINORS[0]}\"`–`\"{_MINORS[-1]}\"`, or an exact patch such as `\"{_MINORS[-1]}.0\"`; "
-                    "quote it; a minor uses the pinned patch (`labctl/versions.py`)")
+                    "quote it; a minor uses the pinned patch (`labctl/model/versions.py`)")
     pod_subnet: ipaddress.IPv4Network = Field(
         ipaddress.IPv4Network("10.244.0.0/16"),
         description="/22 or larger; flannel's `Network` is derived from it (one setting)")
@@ -650,7 +650,7 @@ def cross_check(lab: Lab) -> list[Finding]:
 
 
 def port_collisions(lab: Lab) -> list[Finding]:
-    """Every port lab.yml sets on a host against what that host already serves (labctl.ports)."""
+    """Every port lab.yml sets on a host against what that host already serves (labctl.model.ports)."""
     out: list[Finding] = []
     addons = lab.addons.model_dump()
     for i, n in enumerate(lab.nodes):

@@ -1,6 +1,6 @@
 """The lab's derived facts: computed once in Python from the validated lab.yml, read by everyone.
 
-`LabFacts.from_lab(lab)` derives every fact below from a validated `labctl.config.Lab`;
+`LabFacts.from_lab(lab)` derives every fact below from a validated `labctl.model.config.Lab`;
 `inventory.group_vars_document` writes them into the generated group_vars/all.yml
 (`as_group_vars()`), where the roles consume them as they are -- no role derives one again
 in Jinja -- and `LabFacts.from_group_vars(vars)` reads them back for the readers that only
@@ -17,15 +17,15 @@ The facts (group_vars key -> what it is -> who reads it):
   that wants a login). Roles containerd, kubeadm_init, kubeadm_join, flannel, ingress, dashboard,
   metrics_server, monitoring; playbooks/images.yml; `labctl images --push`; the runtime suite.
 - `images` (`lab_images`: [{source, mirror, group}]): every image the lab pulls and its name in the
-  lab registry ("" when not mirroring), computed by labctl.images. Roles image_mirror, kubeadm_init;
+  lab registry ("" when not mirroring), computed by labctl.model.images. Roles image_mirror, kubeadm_init;
   `labctl images`; the network suite.
 - `addons` (`lab_addons_enabled`: {role: addon}): the addon charts lab.yml turns on, in the order
   the addons phase installs them (metrics_server, ingress, dashboard, monitoring). playbooks/addons.yml,
-  labctl check (config.py), labctl.addon_images, labctl verify's plan.
+  labctl check (config.py), labctl.model.addon_images, labctl verify's plan.
 - `versions` (`lab_kubernetes_minor`, `lab_kubernetes_version` = the exact patch release,
   `lab_pause_version`, `lab_coredns_version`, `lab_etcd_version`, `lab_containerd_series`,
-  `lab_addon_versions`): the pins of labctl/pins.yml (labctl.versions) for this lab.
-  Roles kubernetes_packages, kubeadm_init, containerd and the addon roles; labctl.images; labctl check.
+  `lab_addon_versions`): the pins of labctl/model/pins.yml (labctl.model.versions) for this lab.
+  Roles kubernetes_packages, kubeadm_init, containerd and the addon roles; labctl.model.images; labctl check.
 - `nfs` (`lab_nfs`: enabled, server, ip, path, clients): the NFS export on the registry node.
   Role nfs; the storage and workloads suites; the workload manifests; hints.
 - `csr_approver` (`lab_csr_approver_image`, `lab_csr_approver_unavailable`): the in-cluster
@@ -42,10 +42,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from labctl import versions
+from labctl.model import versions
 
 if TYPE_CHECKING:
-    from labctl.config import Kubernetes, Lab
+    from labctl.model.config import Kubernetes, Lab
 
 UPSTREAM_K8S = "registry.k8s.io"  # kubeadm's own image repository (and the pause image's)
 UPSTREAM_FLANNEL = "ghcr.io"  # where flannel's images come from
@@ -122,7 +122,7 @@ _CSR_KEYS = {"image": "lab_csr_approver_image", "unavailable": "lab_csr_approver
 
 def kubernetes_patch(k8s: Kubernetes, unknown: str | None = None) -> str:
     """The exact Kubernetes release of a lab: its version when it names a patch, else the minor's pinned
-    patch (labctl/pins.yml); for a minor labctl does not know, `unknown` (default: the version as written)."""
+    patch (labctl/model/pins.yml); for a minor labctl does not know, `unknown` (default: the version as written)."""
     if k8s.version.count(".") == 2:
         return k8s.version
     rel = versions.KUBERNETES.get(k8s.minor)
@@ -184,7 +184,7 @@ class LabFacts:
 
     @classmethod
     def from_lab(cls, lab: Lab) -> LabFacts:
-        from labctl import images  # images names the images with mirror_registry() above
+        from labctl.model import images  # images names the images with mirror_registry() above
 
         return cls(registry(lab), mirror(lab), tuple(images.lab_images(lab)), enabled_addons(lab),
                    lab_versions(lab), nfs(lab),

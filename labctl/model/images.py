@@ -11,16 +11,16 @@ Source of truth for `labctl images` and the images phase. The naming rule:
 
 from __future__ import annotations
 
-from labctl import addon_images, versions
-from labctl.config import Lab
-from labctl.facts import UPSTREAM_K8S, Image, kubernetes_patch, mirror_registry
+from labctl.model import addon_images, versions
+from labctl.model.config import Lab
+from labctl.model.facts import UPSTREAM_K8S, Image, kubernetes_patch, mirror_registry
 from labctl.workloads import WORKLOAD_IMAGES
 
 __all__ = ["CSR_APPROVER", "UPSTREAM_K8S", "Image", "csr_approver_image", "csr_approver_unavailable", "lab_images",
            "mirror_name", "split_ref"]
 
 # labctl's own image of the in-cluster kubelet serving CSR approver (roles/csr_approver): Debian bookworm with
-# python3, built by `labctl bundle build` (labctl/pins.yml bundle.csr_approver); no public registry has it.
+# python3, built by `labctl bundle build` (labctl/model/pins.yml bundle.csr_approver); no public registry has it.
 CSR_APPROVER = f"docker.io/labctl/csr-approver:{versions.PINS['bundle']['csr_approver']['version']}"
 KUBEADM_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
 

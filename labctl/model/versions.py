@@ -3,7 +3,7 @@
 One table, read by `labctl check` (what may be chosen), by the inventory
 (group_vars carry the pins to the roles) and by `labctl images`.
 Nothing here is fetched: a version not in this table is refused.
-The versions themselves live in labctl/pins.yml (data only, shared with `labctl bundle build`);
+The versions themselves live in labctl/model/pins.yml (data only, shared with `labctl bundle build`);
 this module gives them their types and the ranges that go with them.
 """
 
@@ -19,7 +19,7 @@ PINS_FILE = Path(__file__).with_name("pins.yml")
 
 
 def load_pins(path: Path = PINS_FILE) -> dict[str, Any]:
-    """labctl/pins.yml as data."""
+    """labctl/model/pins.yml as data."""
     with path.open(encoding="utf-8") as fh:
         return yaml.safe_load(fh)
 
@@ -89,8 +89,8 @@ ADDONS: dict[str, AddonRelease] = {
                      images=(f"ghcr.io/flannel-io/flannel:{_ADDON_PINS['flannel']}",
                              f"ghcr.io/flannel-io/flannel-cni-plugin:{_ADDON_PINS['flannel_cni_plugin']}")),
         # Chart pins, checked against the charts' releases (search tool, Nov 2026). The images each
-        # pin runs are listed in the addon roles' vars/main.yml (labctl/addon_images.py reads them),
-        # the value keys labctl sets in labctl/charts/<chart>.yml.
+        # pin runs are listed in the addon roles' vars/main.yml (labctl/model/addon_images.py reads them),
+        # the value keys labctl sets in labctl/model/charts/<chart>.yml.
         # traefik chart 37.4.0 (Nov 2025, Traefik Proxy v3.6): Chart.yaml kubeVersion >=1.22.
         AddonRelease("traefik", _ADDON_PINS["traefik"], "1.22", "1.37"),
         # ingress-nginx chart 4.15.1 = controller v1.15.1, the last release before the retirement.

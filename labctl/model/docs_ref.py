@@ -1,12 +1,12 @@
-"""The lab.yml reference of README.md, generated from the model (labctl/config.py).
+"""The lab.yml reference of README.md, generated from the model (labctl/model/config.py).
 
 Every key of `Lab` becomes a row: its path (`nodes[].ip`), its type and allowed
 values (from the annotation and its constraints), its default and its
 description (`Field(description=...)`). The table replaces what stands between
 BEGIN and END in README.md:
 
-    python3 -m labctl.docs_ref            # rewrite README.md's reference
-    python3 -m labctl.docs_ref --check    # exit 1 when README.md differs (a unit test does the same)
+    python3 -m labctl.model.docs_ref            # rewrite README.md's reference
+    python3 -m labctl.model.docs_ref --check    # exit 1 when README.md differs (a unit test does the same)
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from labctl.config import Lab
+from labctl.model.config import Lab
 from labctl.state import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
-BEGIN = "<!-- lab.yml reference: generated from labctl/config.py by `python3 -m labctl.docs_ref`; do not edit -->"
+BEGIN = "<!-- lab.yml reference: generated from labctl/model/config.py by `python3 -m labctl.model.docs_ref`; do not edit -->"
 END = "<!-- end of the generated lab.yml reference -->"
 
 
@@ -101,7 +101,7 @@ def rows(model: type[BaseModel] = Lab, prefix: str = "") -> Iterator[tuple[str, 
             continue
         item = _model_of(typing.get_args(ann)[0]) if typing.get_origin(ann) is list else None
         if not info.description:
-            raise ValueError(f"docs_ref: {path} has no Field(description=...) in labctl/config.py")
+            raise ValueError(f"docs_ref: {path} has no Field(description=...) in labctl/model/config.py")
         yield f"`{path}{'[]' if item else ''}`", type_text(info), default_text(info), info.description
         if item is not None:
             yield from rows(item, f"{path}[].")
@@ -129,7 +129,7 @@ def splice(readme: str, generated: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m labctl.docs_ref", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python3 -m labctl.model.docs_ref", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when README.md differs; change nothing")
     parser.add_argument("--readme", type=Path, default=README, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     if new == text:
         return 0
     if args.check:
-        print(f"{args.readme}: the lab.yml reference differs from labctl/config.py; "
-              "run `python3 -m labctl.docs_ref`", file=sys.stderr)
+        print(f"{args.readme}: the lab.yml reference differs from labctl/model/config.py; "
+              "run `python3 -m labctl.model.docs_ref`", file=sys.stderr)
         return 1
     args.readme.write_text(new, encoding="utf-8")
     print(f"{args.readme}: lab.yml reference regenerated")
