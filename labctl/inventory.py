@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from labctl import bundle_manifest, reach
+from labctl import bundle_manifest
+from labctl.machines import reach
 from labctl.model.config import Lab, Node
 from labctl.model.facts import LabFacts
 from labctl.state import StateDir

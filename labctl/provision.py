@@ -26,9 +26,9 @@ from typing import Any
 
 import yaml
 
-from labctl import reach
 from labctl.errors import UserError
 from labctl.failures import Failure, collect
+from labctl.machines import reach
 from labctl.model.config import Lab
 from labctl.phases import PHASES
 from labctl.progress import Progress

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labctl.reach import control_path_dir
+from labctl.machines.reach import control_path_dir
 from labctl.state import REPO_ROOT, StateDir
 
 PLAYBOOKS = REPO_ROOT / "playbooks"

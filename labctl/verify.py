@@ -5,7 +5,7 @@ decide which selected layers CAN run (nodes answer SSH; a kubeconfig exists and 
 API server answers; flannel / addons are there); the others are skipped with the
 reason, never run and never reported as passed. The layers that can run go to ONE
 pytest subprocess (pytest-xdist, testinfra's ssh backend connecting as the inventory
-says: labctl/reach.py's targets and ControlPath, shared with Ansible and `labctl ssh`),
+says: labctl/machines/reach.py's targets and ControlPath, shared with Ansible and `labctl ssh`),
 with labctl's plugin writing per-test JSON; this module turns that into a
 report.Report. Returns data; never prints.
 """
@@ -33,8 +33,8 @@ from typing import Any
 
 import yaml
 
-from labctl import reach
 from labctl.errors import RunFailed, UserError
+from labctl.machines import reach
 from labctl.model.config import Lab
 from labctl.phases import LAYERS
 from labctl.report import Check, LayerResult, Report, checks_from_json, checks_from_junit, layer_result

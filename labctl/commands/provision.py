@@ -219,6 +219,6 @@ def kubelet_blocker(lab, lab_file) -> str:
     """Why the lab's nodes cannot run a kubelet ('' when they can, or where labctl cannot tell)."""
     if lab.provider != "docker":
         return ""
-    from labctl.providers.docker import DockerProvider
+    from labctl.machines.docker import DockerProvider
 
     return DockerProvider(lab, lab_file).kubelet_blocker()

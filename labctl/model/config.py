@@ -166,7 +166,7 @@ class Registry(_Strict):
 
 
 class Box(_Strict):
-    # provider vagrant: the box; default labctl's own (libvirt, debian12) or labctl.providers.vagrant.BOXES
+    # provider vagrant: the box; default labctl's own (libvirt, debian12) or labctl.machines.vagrant.BOXES
     name: str | None = Field(
         None,
         description="provider vagrant: the box, a registry name (owner/box), an http(s):// URL or a local `.box` "

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from labctl.inventory import render_inventory, write_tree
+from labctl.machines.image import node_image
 from labctl.model import versions
 from labctl.model.config import parse_lab
-from labctl.providers.image import node_image
 from labctl.runner import run_playbook
 from labctl.state import StateDir
 

@@ -1,7 +1,7 @@
 """The container lab: systemd containers through Vagrant's docker provider.
 
 - Containers `<lab>-<node>` (labels labctl.lab / labctl.node) from the node image labctl
-  builds (providers/image.py), fixed IPs on the docker network `<lab>-net` that labctl
+  builds (machines/image.py), fixed IPs on the docker network `<lab>-net` that labctl
   creates from network.cidr (the Vagrantfile's private_network names it, so Vagrant's own
   network clean-up never touches it; `labctl down` removes it).
 - The lab key reaches root as an authorized key through a read-only bind mount of
@@ -21,10 +21,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from labctl import reach, sshkeys
 from labctl.errors import RunFailed, UserError
+from labctl.machines import NodeStatus, Progress, common, image, reach, sshkeys, vagrantfile
 from labctl.model.config import Lab, Node
-from labctl.providers import NodeStatus, Progress, common, image, vagrantfile
 from labctl.state import StateDir
 
 INSTALL_HINT = "apt-get install -y docker.io vagrant (Debian/Ubuntu)"
@@ -89,7 +88,7 @@ class DockerProvider:
         self.lab_file = lab_file
         self.state = StateDir(lab_file, lab.name)
         self.rebuild_image = rebuild_image
-        self.node_image = node_image  # prepared | plain (providers/image.py)
+        self.node_image = node_image  # prepared | plain (machines/image.py)
         self.network = vagrantfile.lab_network_name(lab)
 
     # -- names and live state --------------------------------------------------

@@ -1,7 +1,7 @@
 """labctl's own Vagrant box `labctl/debian12` (libvirt; VirtualBox checked structurally), built locally.
 
 Vagrant's public box registry is going away, so the VM lab's default box is made here, from
-Debian's own packages, the way the container lab's node image is (providers/image.py):
+Debian's own packages, the way the container lab's node image is (machines/image.py):
 
 - mmdebstrap makes a Debian 12 root file system from the host's Debian mirror with a kernel
   (linux-image-cloud-amd64), systemd, openssh-server, sudo, python3, ifupdown + isc-dhcp-client
@@ -49,7 +49,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from labctl.errors import RunFailed, UserError
-from labctl.providers import common, image
+from labctl.machines import common, image
 from labctl.state import REPO_ROOT
 
 BOX_NAME = "labctl/debian12"
@@ -203,7 +203,7 @@ boot
 CMDLINE = "console=tty0 console=ttyS0,115200 net.ifnames=0 biosdevname=0"
 
 BOX_VAGRANTFILE = """\
-# labctl/debian12 ({provider}): a Debian 12 box built by `labctl box build` (labctl/providers/box.py).
+# labctl/debian12 ({provider}): a Debian 12 box built by `labctl box build` (labctl/machines/box.py).
 # The disk boots by itself (GRUB in the MBR); console on ttyS0.
 Vagrant.configure("2") do |config|
   config.vm.provider :libvirt do |lv|

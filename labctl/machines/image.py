@@ -42,7 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from labctl.errors import RunFailed, UserError
-from labctl.providers.common import run_streamed
+from labctl.machines.common import run_streamed
 from labctl.state import REPO_ROOT
 
 REPO = "labctl/node"

@@ -2,9 +2,9 @@
 where VBoxManage is installed, else libvirt).
 
 The box is chosen here, nowhere else (BOXES; lab.yml's `box` overrides it), and reaches the
-Vagrantfile through the lab's resolved file (providers/vagrantfile.py), with the libvirt driver and
+Vagrantfile through the lab's resolved file (machines/vagrantfile.py), with the libvirt driver and
 management network decided here. libvirt with debian12 uses labctl's own box, built and cached by
-providers/box.py when missing (`labctl box build`).
+machines/box.py when missing (`labctl box build`).
 
 libvirt: KVM when a KVM guest really runs here, else QEMU's software emulation (TCG), decided by
 kvm_usable() -- a bounded boot of the box's own kernel under KVM -- or LABCTL_LIBVIRT_DRIVER.
@@ -32,10 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from labctl import reach, sshkeys
 from labctl.errors import RunFailed, UserError
+from labctl.machines import NodeStatus, Progress, common, reach, sshkeys, vagrantfile
 from labctl.model.config import Lab, Node
-from labctl.providers import NodeStatus, Progress, common, vagrantfile
 from labctl.state import StateDir
 
 INSTALL_HINT = {
@@ -44,7 +43,7 @@ INSTALL_HINT = {
 }
 BINARY = {"virtualbox": "VBoxManage", "libvirt": "virsh"}
 
-# Where each (hypervisor, os) box comes from; None: labctl's own (labctl box build, providers/box.py).
+# Where each (hypervisor, os) box comes from; None: labctl's own (labctl box build, machines/box.py).
 # Ubuntu/Rocky: registry boxes (or build your own from their cloud images: docs/vm-lab.md).
 BOXES: dict[str, dict[str, str | None]] = {
     "virtualbox": {"debian12": "debian/bookworm64", "ubuntu2404": "bento/ubuntu-24.04", "rocky9": "rockylinux/9"},
@@ -80,7 +79,7 @@ def resolve_box(lab: Lab, lab_file: Path, vm_provider: str, build: bool = False,
     default = BOXES[vm_provider][lab.os]
     if default is not None:
         return {"name": default, "version": version or None, "url": None}
-    from labctl.providers import box
+    from labctl.machines import box
 
     if build:
         _path, built_version, _built = box.build(vm_provider, on_line=on_line)
@@ -171,7 +170,7 @@ def libvirt_driver(progress: Progress) -> str:
     forced = forced_libvirt_driver()
     if forced:
         return forced
-    from labctl.providers import box
+    from labctl.machines import box
 
     ok, why = kvm_usable(box.newest_kernel())
     if ok:
@@ -238,7 +237,7 @@ class VagrantProvider:
         self._resolved: dict[str, Any] | None = None
 
     def resolve(self, build: bool = False, progress: Progress = lambda _l: None) -> dict[str, Any]:
-        """What the Vagrantfile reads (providers/vagrantfile.py): the box (built when `build` and missing),
+        """What the Vagrantfile reads (machines/vagrantfile.py): the box (built when `build` and missing),
         and for libvirt the driver (probed when `build`; else LABCTL_LIBVIRT_DRIVER, else the decision the
         last `up` wrote, else kvm) and the management network."""
         if self._resolved is None or build:

@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from labctl.errors import RunFailed, UserError
+from labctl.machines import NodeStatus, Progress
+from labctl.machines.reach import NodeTarget
 from labctl.model.config import Lab, Node
-from labctl.providers import NodeStatus, Progress
-from labctl.reach import NodeTarget
 from labctl.state import REPO_ROOT, StateDir
 
 VAGRANTFILE = REPO_ROOT / "Vagrantfile"
@@ -177,7 +177,7 @@ def raise_on_failures(results: Iterable[NodeStatus]) -> None:
 
 
 def vagrant_env(state: StateDir, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Vagrant's environment for this lab (the Vagrantfile's input: providers/vagrantfile.vagrant_env)."""
+    """Vagrant's environment for this lab (the Vagrantfile's input: machines/vagrantfile.vagrant_env)."""
     env = dict(os.environ)
     env.update({
         "VAGRANT_VAGRANTFILE": str(VAGRANTFILE),

@@ -14,10 +14,9 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from labctl import reach, sshkeys
 from labctl.errors import UserError
+from labctl.machines import NodeStatus, Progress, common, reach, sshkeys
 from labctl.model.config import Lab
-from labctl.providers import NodeStatus, Progress, common
 from labctl.state import StateDir
 
 

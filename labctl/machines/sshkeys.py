@@ -6,7 +6,7 @@
   from the key the node itself holds (read through `docker exec` / `vagrant ssh`),
   or from ssh-keyscan for provider `existing` (trust on first use, said so).
   Everything that talks to a node uses StrictHostKeyChecking=yes with this file
-  (the ssh options are labctl/reach.py's, as is the name a node is recorded under).
+  (the ssh options are labctl/machines/reach.py's, as is the name a node is recorded under).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Every fact the repository's Vagrantfile needs is computed here, in Python, from the validated Lab
 (its pydantic defaults included: a node without `cpus` gets Node's default, nowhere else) and from
 the decisions the providers make before calling Vagrant (the box, the libvirt driver and management
-network in providers/vagrant.py; the node image and --privileged in providers/docker.py).
+network in machines/vagrant.py; the node image and --privileged in machines/docker.py).
 The providers write the file before every vagrant call (`write`, only when its content changes)
 and pass its path as LABCTL_VAGRANT_CONFIG (`vagrant_env`). The Vagrantfile maps it onto Vagrant's
 DSL: it parses no lab.yml and has no defaults of its own; a missing key is an error naming the key.
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labctl.machines import common
 from labctl.model.config import Lab, Node
-from labctl.providers import common
 from labctl.state import StateDir
 
 SCHEMA = 1
@@ -98,7 +98,7 @@ def docker_volumes(state: StateDir, host: DockerHost) -> list[str]:
 
 
 def docker_create_args(lab: Lab, lab_file: Path, node: Node, privileged: bool, host: DockerHost) -> list[str]:
-    """`docker create` flags of one node (the labels are what providers/docker.py finds its containers by)."""
+    """`docker create` flags of one node (the labels are what machines/docker.py finds its containers by)."""
     if privileged:
         # where the engine allows it (the Kubernetes phases need it)
         security = ["--cgroupns=private"] if host.cgroup_v2 else \
@@ -139,7 +139,7 @@ def resolve(lab: Lab, lab_file: Path, provider: str, *,
     netmask = str(lab.network.cidr.netmask)
     out: dict[str, Any] = {
         "schema": SCHEMA,
-        "about": f"written by labctl (labctl/providers/vagrantfile.py) from {lab_file.resolve()} before every "
+        "about": f"written by labctl (labctl/machines/vagrantfile.py) from {lab_file.resolve()} before every "
                  "vagrant call; read by the Vagrantfile; edits are overwritten",
         "lab": {"name": lab.name, "file": str(lab_file.resolve()), "state_dir": str(state.root)},
         "provider": provider,
