@@ -1,7 +1,7 @@
 """The state of a provision run, built from ansible-runner events. Pure data: no terminal, no clock.
 
 The pattern ansible-navigator uses: ansible-runner's events come through a queue
-to the main thread (labctl/runner.py), which feeds `Progress.feed(event)`, and a
+to the main thread (labctl/provisioning/runner.py), which feeds `Progress.feed(event)`, and a
 renderer (labctl/commands/provision.py) draws `Progress` as it is. `feed`
 also returns what became *finished* with that event (a task, a phase), so a
 line-oriented renderer (CI logs) prints one line per finished task.

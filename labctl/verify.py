@@ -36,7 +36,7 @@ import yaml
 from labctl.errors import RunFailed, UserError
 from labctl.machines import reach
 from labctl.model.config import Lab
-from labctl.phases import LAYERS
+from labctl.provisioning.phases import LAYERS
 from labctl.report import Check, LayerResult, Report, checks_from_json, checks_from_junit, layer_result
 from labctl.state import REPO_ROOT, StateDir
 

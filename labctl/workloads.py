@@ -128,8 +128,8 @@ def to_yaml(docs: list[dict[str, Any]]) -> str:
 
 
 def validate(docs: list[dict[str, Any]], minor: str) -> list[str]:
-    """Strict kubernetes-validate problems (labctl.manifests, the one validator of the project)."""
-    from labctl.manifests import validate_documents
+    """Strict kubernetes-validate problems (labctl.provisioning.manifests, the one validator of the project)."""
+    from labctl.provisioning.manifests import validate_documents
 
     return validate_documents(docs, minor)
 

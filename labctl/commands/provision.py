@@ -135,8 +135,8 @@ def _recap_lines(result) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from labctl.phases import KUBELET_PHASES, select
-    from labctl.provision import ProvisionOptions, provision
+    from labctl.provisioning.phases import KUBELET_PHASES, select
+    from labctl.provisioning.provision import ProvisionOptions, provision
 
     if args.forks is not None and args.forks < 1:
         from labctl.errors import UserError

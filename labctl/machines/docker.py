@@ -214,7 +214,7 @@ class DockerProvider:
 
     # -- up ----------------------------------------------------------------------
     def up(self, progress: Progress) -> list[NodeStatus]:
-        from labctl.inventory import write_inventory
+        from labctl.provisioning.inventory import write_inventory
 
         engine = check_docker()
         common.require_binary("vagrant", INSTALL_HINT)

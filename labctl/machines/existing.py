@@ -39,7 +39,7 @@ class ExistingProvider:
         return None
 
     def up(self, progress: Progress) -> list[NodeStatus]:
-        from labctl.inventory import write_inventory
+        from labctl.provisioning.inventory import write_inventory
 
         common.require_binary("ssh", "apt-get install -y openssh-client")
         sshkeys.ensure_keypair(self.state)

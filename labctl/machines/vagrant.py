@@ -298,7 +298,7 @@ class VagrantProvider:
         sshkeys.record_host(self.state, reach.node_target(self.lab, node, self.state).known_as, keys)
 
     def up(self, progress: Progress) -> list[NodeStatus]:
-        from labctl.inventory import write_inventory
+        from labctl.provisioning.inventory import write_inventory
 
         common.require_binary("vagrant", INSTALL_HINT[self.vm_provider])
         common.require_binary(BINARY[self.vm_provider], INSTALL_HINT[self.vm_provider])

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from labctl.manifests import validate_documents
 from labctl.model import addon_images, versions
 from labctl.model.config import parse_lab
 from labctl.model.images import mirror_name
+from labctl.provisioning.manifests import validate_documents
 from labctl.state import REPO_ROOT
 
 from .conftest import base_lab, run_labctl, write_lab

@@ -27,12 +27,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from labctl import csr
-from labctl.inventory import group_vars_document
-from labctl.manifests import load_documents, validate_documents
 from labctl.model import images
 from labctl.model.config import load_lab, parse_lab
-from labctl.render import render_all
+from labctl.provisioning import csr
+from labctl.provisioning.inventory import group_vars_document
+from labctl.provisioning.manifests import load_documents, validate_documents
+from labctl.provisioning.render import render_all
 from labctl.state import StateDir
 
 from .conftest import base_lab

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labctl.inventory import render_inventory
 from labctl.model import versions
 from labctl.model.config import parse_lab
 from labctl.model.images import kubeadm_images, lab_images, mirror_name, split_ref
+from labctl.provisioning.inventory import render_inventory
 
 from .conftest import base_lab, run_labctl
 

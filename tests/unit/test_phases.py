@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from labctl.errors import UserError
-from labctl.phases import PHASES, select
-from labctl.provision import check_imports, limit_nodes, play_phases
+from labctl.provisioning.phases import PHASES, select
+from labctl.provisioning.provision import check_imports, limit_nodes, play_phases
 from labctl.state import REPO_ROOT
 from tests.unit.conftest import base_lab, run_labctl, write_lab
 

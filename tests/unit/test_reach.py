@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from labctl.commands import ssh as ssh_command
-from labctl.inventory import render_inventory
 from labctl.machines import reach
 from labctl.model.config import load_lab
+from labctl.provisioning.inventory import render_inventory
 from labctl.state import StateDir
 from tests.unit.conftest import base_lab, lab_existing, write_lab
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labctl.inventory import render_inventory, write_tree
 from labctl.model import versions
 from labctl.model.config import load_lab
-from labctl.render import _failure_report, collected_files, write_collected
-from labctl.runner import run_playbook
+from labctl.provisioning.inventory import render_inventory, write_tree
+from labctl.provisioning.render import _failure_report, collected_files, write_collected
+from labctl.provisioning.runner import run_playbook
 from labctl.state import StateDir
 
 from .conftest import base_lab

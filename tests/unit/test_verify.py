@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from labctl.errors import UserError
-from labctl.phases import LAYERS
+from labctl.provisioning.phases import LAYERS
 from labctl.report import LayerResult, Report, checks_from_junit
 from labctl.state import StateDir
 from labctl.verify import ClusterFacts, Facts, parse_selection, plan_layers, probe_cluster, pytest_argv, pytest_env, verify
@@ -226,8 +226,8 @@ def test_runtime_ok(host):
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_real_run_report(tmp_path, workers):
     """The real driver on a local suite: results per layer, expected/found, hints, skips, JUnit."""
-    from labctl.inventory import write_inventory
     from labctl.model.config import parse_lab
+    from labctl.provisioning.inventory import write_inventory
 
     lab_file = write_lab(tmp_path, base_lab())
     lab = parse_lab(base_lab())

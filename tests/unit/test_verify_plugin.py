@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labctl.inventory import write_inventory
 from labctl.model.config import parse_lab
+from labctl.provisioning.inventory import write_inventory
 from labctl.verify_plugin import labctl_inventory, seed_testinfra_inventory
 from tests.unit.conftest import REPO, base_lab, lab_existing, lab_one_plus_three, write_lab
 

@@ -30,8 +30,8 @@ from labctl.errors import UserError
 from labctl.failures import Failure, collect
 from labctl.machines import reach
 from labctl.model.config import Lab
-from labctl.phases import PHASES
 from labctl.progress import Progress
+from labctl.provisioning.phases import PHASES
 from labctl.state import StateDir, write_private
 
 # The secrets the roles read from secrets/ (generated before a run when absent).
@@ -369,8 +369,8 @@ def default_forks(lab: Lab, nodes: list[str]) -> int:
 def provision(lab: Lab, lab_file: Path, opts: ProvisionOptions,
               on_event: Callable[[Progress, dict[str, Any], list], None] | None = None) -> ProvisionResult:
     """Run the selected phases; return the result (never prints)."""
-    from labctl.inventory import write_inventory
-    from labctl.runner import PLAYBOOKS, run_playbook
+    from labctl.provisioning.inventory import write_inventory
+    from labctl.provisioning.runner import PLAYBOOKS, run_playbook
 
     state = StateDir(lab_file, lab.name)
     unknown = [p for p in opts.phases if p not in PHASES]

@@ -5,7 +5,7 @@
 cluster CA (/etc/kubernetes/pki/ca.crt). The join role computes the same
 value with openssl on the control plane and checks both agree.
 
-Run as `python -m labctl.k8s_pki ca-cert-hash <ca.crt>` (used by the role).
+Run as `python -m labctl.provisioning.k8s_pki ca-cert-hash <ca.crt>` (used by the role).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
         with open(argv[1], "rb") as fh:
             print(ca_cert_hash(fh.read()))
         return 0
-    print("usage: python -m labctl.k8s_pki ca-cert-hash <ca.crt>", file=sys.stderr)
+    print("usage: python -m labctl.provisioning.k8s_pki ca-cert-hash <ca.crt>", file=sys.stderr)
     return 2
 
 

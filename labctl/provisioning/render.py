@@ -16,8 +16,8 @@ import shutil
 from pathlib import Path
 
 from labctl.errors import RunFailed
-from labctl.inventory import render_inventory, write_tree
 from labctl.model.config import Lab
+from labctl.provisioning.inventory import render_inventory, write_tree
 from labctl.state import REPO_ROOT, StateDir
 
 
@@ -35,7 +35,7 @@ def render_all(lab: Lab, lab_file: Path, out: Path, *, roles_too: bool = True,
     inv_dir = out / "inventory"
     write_tree(render_inventory(lab, lab_file), inv_dir)
     if roles_too:
-        from labctl.runner import run_playbook
+        from labctl.provisioning.runner import run_playbook
 
         result = run_playbook(state, "render.yml", inv_dir / "hosts.yml",
                               extravars={"lab_render_dir": str(out.resolve()),
