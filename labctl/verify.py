@@ -33,11 +33,11 @@ from typing import Any
 
 import yaml
 
+from labctl.display.report import Check, LayerResult, Report, checks_from_json, checks_from_junit, layer_result
 from labctl.errors import RunFailed, UserError
 from labctl.machines import reach
 from labctl.model.config import Lab
 from labctl.provisioning.phases import LAYERS
-from labctl.report import Check, LayerResult, Report, checks_from_json, checks_from_junit, layer_result
 from labctl.state import REPO_ROOT, StateDir
 
 INFRA_DIR = REPO_ROOT / "tests" / "infra"
@@ -333,7 +333,7 @@ def load_lab_vars(state: StateDir) -> dict[str, Any]:
 
 
 def attach_hints(layers: list[LayerResult], lab_vars: dict[str, Any]) -> None:
-    from labctl.hints import hint_for
+    from labctl.display.hints import hint_for
 
     for lr in layers:
         for c in lr.failures:

@@ -8,7 +8,7 @@ so they reach the controller process (pytest-xdist serializes user_properties) a
 the JUnit XML (<properties>).
 
 On the controller process it collects one record per test and writes them as JSON
-to $LABCTL_VERIFY_RESULTS at the end of the session; labctl/report.py reads it.
+to $LABCTL_VERIFY_RESULTS at the end of the session; labctl/display/report.py reads it.
 
 On every process it hands testinfra the inventory `labctl verify` points it at
 (--ansible-inventory), read from the generated files: testinfra would otherwise run

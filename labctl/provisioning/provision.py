@@ -26,11 +26,11 @@ from typing import Any
 
 import yaml
 
+from labctl.display.failures import Failure, collect
+from labctl.display.progress import Progress
 from labctl.errors import UserError
-from labctl.failures import Failure, collect
 from labctl.machines import reach
 from labctl.model.config import Lab
-from labctl.progress import Progress
 from labctl.provisioning.phases import PHASES
 from labctl.state import StateDir, write_private
 

@@ -76,8 +76,8 @@ def render_roles() -> list[str]:
 
 
 def _failure_report(events: list[dict]) -> str:
-    """Where and why the render stopped, as provision reports it (labctl.failures)."""
-    from labctl.failures import collect, playbook_error
+    """Where and why the render stopped, as provision reports it (labctl.display.failures)."""
+    from labctl.display.failures import collect, playbook_error
 
     failures = collect(events)
     if failures:

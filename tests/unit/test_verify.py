@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from labctl.display.report import LayerResult, Report, checks_from_junit
 from labctl.errors import UserError
 from labctl.provisioning.phases import LAYERS
-from labctl.report import LayerResult, Report, checks_from_junit
 from labctl.state import StateDir
 from labctl.verify import ClusterFacts, Facts, parse_selection, plan_layers, probe_cluster, pytest_argv, pytest_env, verify
 from tests.unit.conftest import base_lab, run_labctl, write_lab

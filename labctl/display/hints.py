@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from labctl.model.facts import LabFacts, Registry
 
 if TYPE_CHECKING:
-    from labctl.failures import Failure
-    from labctl.report import Check
+    from labctl.display.failures import Failure
+    from labctl.display.report import Check
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ the module's message, and when that message says nothing ("non-zero return
 code", "MODULE FAILURE", "One or more items failed") the failed item, the
 return code and the tail of stderr/stdout; journal lines when the role put
 them in its message or registered them; for an unreachable host the ssh error.
-A short hint is added for causes we know (labctl.hints.FAILURE_RULES).
+A short hint is added for causes we know (labctl.display.hints.FAILURE_RULES).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from labctl.hints import failure_hint
+from labctl.display.hints import failure_hint
 
 TAIL = 15  # lines of stderr/stdout/journal shown
 
