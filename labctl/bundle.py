@@ -116,7 +116,7 @@ def digest(bpins: dict[str, Any]) -> str:
 def image_refs(bpins: dict[str, Any]) -> dict[str, str]:
     """image name (the archive's file name) -> the upstream ref labctl/model/images.py lists for it."""
     from labctl.model import versions
-    from labctl.workloads import WORKLOAD_IMAGES
+    from labctl.verify.workloads import WORKLOAD_IMAGES
 
     k = bpins["kubernetes"]
     refs = {c: f"registry.k8s.io/{c}:{k['version']}" for c in K8S_SERVER}

@@ -135,7 +135,7 @@ def parse_check_message(text: str) -> dict[str, str]:
 
 
 def checks_from_json(path: Path) -> list[Check]:
-    """Records written by labctl/verify_plugin.py."""
+    """Records written by labctl/verify/plugin.py."""
     data = json.loads(Path(path).read_text())
     out: list[Check] = []
     for rec in data.get("tests", []):

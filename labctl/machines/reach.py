@@ -14,7 +14,7 @@ that connects to a node takes them from here:
   names a node's host key is recorded under in known_hosts (`known_as`), ssh-keyscan
   for provider `existing`;
 - provision.py: ending a stale master (`control_argv("exit")`);
-- verify.py: the cheap "does sshd answer" probe (`host`, `port`);
+- verify/run.py: the cheap "does sshd answer" probe (`host`, `port`);
 - `labctl ssh` (`argv()`).
 
 Who logs in where, per provider:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from labctl.model import addon_images, versions
 from labctl.model.config import Lab
 from labctl.model.facts import UPSTREAM_K8S, Image, kubernetes_patch, mirror_registry
-from labctl.workloads import WORKLOAD_IMAGES
+from labctl.verify.workloads import WORKLOAD_IMAGES
 
 __all__ = ["CSR_APPROVER", "UPSTREAM_K8S", "Image", "csr_approver_image", "csr_approver_unavailable", "lab_images",
            "mirror_name", "split_ref"]

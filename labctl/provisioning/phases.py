@@ -20,7 +20,7 @@ PHASES: tuple[str, ...] = (
 # The phases that need a running kubelet on the Kubernetes nodes.
 KUBELET_PHASES: tuple[str, ...] = ("control-plane", "join", "network", "addons")
 
-# The verify layers, in report order (labctl/verify.py decides from the lab's state which can run).
+# The verify layers, in report order (labctl/verify/run.py decides from the lab's state which can run).
 LAYERS: tuple[str, ...] = ("host", "runtime", "registry", "storage", "control-plane", "network", "addons", "workloads")
 
 

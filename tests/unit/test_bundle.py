@@ -15,7 +15,7 @@ from labctl.errors import UserError
 from labctl.model import versions
 from labctl.model.config import parse_lab
 from labctl.model.images import kubeadm_images, lab_images
-from labctl.workloads import WORKLOAD_IMAGES
+from labctl.verify.workloads import WORKLOAD_IMAGES
 
 from .conftest import base_lab
 from .test_pins import _modcache

@@ -1,4 +1,4 @@
-"""A pytest plugin `labctl verify` loads (`-p labctl.verify_plugin`) into the testinfra run.
+"""A pytest plugin `labctl verify` loads (`-p labctl.verify.plugin`) into the testinfra run.
 
 On every worker it attaches to each test report, as user_properties:
   node     the inventory name of the testinfra host the test ran on

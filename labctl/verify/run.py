@@ -46,7 +46,7 @@ NODE_LAYERS = ("host", "runtime", "registry", "storage")
 PYTEST_TIMEOUT = 3600  # the whole run; every wait inside the suites is bounded on its own
 # The pytest plugins the suites need, loaded by name: with autoloading on, pytest imports every
 # plugin installed beside it (hypothesis alone took ~1 s of the 6 s a node-layer run took).
-PYTEST_PLUGINS = ("xdist.plugin", "testinfra.plugin", "labctl.verify_plugin")
+PYTEST_PLUGINS = ("xdist.plugin", "testinfra.plugin", "labctl.verify.plugin")
 
 
 def module_for(layer: str, infra_dir: Path = INFRA_DIR) -> Path:
