@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from labctl import bundle
+    from labctl.bundle import build as bundle
     from labctl.model import versions
 
     minor, out = args.minor or versions.DEFAULT_KUBERNETES, args.out

@@ -507,7 +507,7 @@ def cross_check(lab: Lab) -> list[Finding]:
         err("os", f"found {lab.os!r}; provider {lab.provider!r} supports: {', '.join(PROVIDER_OS[lab.provider])}")
 
     if lab.kubernetes.bundle:
-        from labctl import bundle_manifest
+        from labctl.bundle import manifest as bundle_manifest
 
         patch = kubernetes_patch(lab.kubernetes, unknown="")
         for msg in bundle_manifest.problems(lab.kubernetes.bundle, patch, bundle_manifest.ROLE_BINARIES):

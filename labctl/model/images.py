@@ -88,7 +88,7 @@ def csr_approver_unavailable(lab: Lab) -> str:
     if not lab.kubernetes.bundle:
         return (f"its image {CSR_APPROVER} is labctl's own, built only into an offline bundle "
                 "(`labctl bundle build`, kubernetes.bundle)")
-    from labctl import bundle_manifest
+    from labctl.bundle import manifest as bundle_manifest
 
     if CSR_APPROVER not in bundle_manifest.read(lab.kubernetes.bundle).images:
         return f"the offline bundle {lab.kubernetes.bundle} has no {CSR_APPROVER}; rebuild it with `labctl bundle build`"

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from labctl import bundle_manifest
+from labctl.bundle import manifest as bundle_manifest
 from labctl.machines import reach
 from labctl.model.config import Lab, Node
 from labctl.model.facts import LabFacts

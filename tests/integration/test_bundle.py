@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl import bundle
+from labctl.bundle import build as bundle
 from labctl.model import versions
 
 pytestmark = pytest.mark.integration

@@ -274,7 +274,7 @@ def test_the_client_refuses_a_server_outside_its_ca(tls_server, tmp_path_factory
 
 # -- which labs get the approver's image --------------------------------------------------------------
 def _bundle(root: Path, with_approver: bool) -> Path:
-    from labctl import bundle_manifest
+    from labctl.bundle import manifest as bundle_manifest
 
     arts = []
     for name in bundle_manifest.ROLE_BINARIES:

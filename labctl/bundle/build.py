@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labctl.bundle_manifest import FORMAT, MANIFEST
-from labctl.bundle_manifest import load as load_manifest
+from labctl.bundle.manifest import FORMAT, MANIFEST
+from labctl.bundle.manifest import load as load_manifest
 from labctl.errors import LabctlError, UserError
 
 # Bump when the way a bundle is built changes (flags, layout, image contents): a new digest.
@@ -159,7 +159,7 @@ def make_manifest(bpins: dict[str, Any], artifacts: list[dict[str, Any]], missin
 
 
 def read_manifest(bundle: Path) -> dict | None:
-    """The bundle's manifest (labctl.bundle_manifest.load), None when it is absent or unreadable."""
+    """The bundle's manifest (labctl.bundle.manifest.load), None when it is absent or unreadable."""
     try:
         return load_manifest(bundle)
     except (OSError, ValueError):

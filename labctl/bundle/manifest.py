@@ -54,7 +54,7 @@ def bundle_dir(value: str) -> Path:
 
 
 def load(root: Path) -> Any:
-    """The parsed manifest.json of the bundle directory `root`: the one reader of the file (labctl.bundle's
+    """The parsed manifest.json of the bundle directory `root`: the one reader of the file (labctl.bundle.build's
     build and check read it through here too). FileNotFoundError when there is none; OSError or
     ValueError when it cannot be read or is not JSON."""
     return json.loads((root / MANIFEST).read_text(encoding="utf-8"))
