@@ -4,16 +4,16 @@
 `NodeTarget.ssh_options()` is the one derivation of the ssh options from it. Everything
 that connects to a node takes them from here:
 
-- the generated inventory (inventory.py): hosts.yml's `ansible_host` (and, for provider
+- the generated inventory (provisioning/inventory.py): hosts.yml's `ansible_host` (and, for provider
   `existing`, each host's `ansible_user` / `ansible_port` / `ansible_ssh_private_key_file`),
   group_vars' `ansible_ssh_common_args` (`ssh_common_args`) and, for the providers whose
   nodes all share one login, `ansible_user` / `ansible_ssh_private_key_file`
   (`login_vars`). Ansible and the testinfra suites of `labctl verify` connect through it;
-- runner.py: `ANSIBLE_SSH_CONTROL_PATH_DIR` is `control_path_dir(state)`;
+- provisioning/runner.py: `ANSIBLE_SSH_CONTROL_PATH_DIR` is `control_path_dir(state)`;
 - the providers: waiting for the nodes of `labctl up` (`argv(share_master=False)`), the
   names a node's host key is recorded under in known_hosts (`known_as`), ssh-keyscan
   for provider `existing`;
-- provision.py: ending a stale master (`control_argv("exit")`);
+- provisioning/provision.py: ending a stale master (`control_argv("exit")`);
 - verify/run.py: the cheap "does sshd answer" probe (`host`, `port`);
 - `labctl ssh` (`argv()`).
 
