@@ -46,7 +46,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="repeated `up` runs (default 3)")
     opts = ap.parse_args()
 
-    from labctl.providers import image
+    from labctl.machines import image
 
     results: list[tuple[str, float]] = []
     if not opts.no_build:

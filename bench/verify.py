@@ -24,9 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from labctl.config import load_lab  # noqa: E402
+from labctl.model.config import load_lab  # noqa: E402
 from labctl.state import StateDir  # noqa: E402
-from labctl.verify import INFRA_DIR, gather_facts, parse_selection, verify  # noqa: E402
+from labctl.verify.run import INFRA_DIR, gather_facts, parse_selection, verify  # noqa: E402
 
 
 def no_control_env(state: StateDir) -> dict[str, str]:

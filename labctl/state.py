@@ -9,7 +9,7 @@ Layout (created 0700; secrets 0600):
     facts/               Ansible's fact cache
     cp/                  SSH ControlPath sockets
     kubeconfig           admin.conf fetched from the control plane
-    vagrant.json         what the Vagrantfile reads, resolved by labctl (providers/vagrantfile.py)
+    vagrant.json         what the Vagrantfile reads, resolved by labctl (machines/vagrantfile.py)
     vagrant/             Vagrant's own state (VAGRANT_DOTFILE_PATH)
 """
 
@@ -70,7 +70,7 @@ class StateDir:
 
     @property
     def vagrant_config(self) -> Path:
-        """The lab as the Vagrantfile reads it (providers/vagrantfile.py writes it)."""
+        """The lab as the Vagrantfile reads it (machines/vagrantfile.py writes it)."""
         return self.root / "vagrant.json"
 
     @property

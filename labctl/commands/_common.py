@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from labctl.config import Lab
+    from labctl.model.config import Lab
 
 
 def add_command(sub, name: str, help: str, example: str, run) -> argparse.ArgumentParser:  # noqa: A002
@@ -28,7 +28,7 @@ def add_command(sub, name: str, help: str, example: str, run) -> argparse.Argume
 
 def load(args: argparse.Namespace, show_warnings: bool = True) -> Lab:
     """Load and validate --lab; warnings go to stderr, errors raise LabError (exit 2)."""
-    from labctl.config import lab_warnings, load_lab
+    from labctl.model.config import lab_warnings, load_lab
 
     lab = load_lab(args.lab)
     if show_warnings:

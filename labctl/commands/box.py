@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from labctl.providers import box
+    from labctl.machines import box
 
     if args.action == "path":
         print(box.box_path(args.provider, box.recipe_hash()))

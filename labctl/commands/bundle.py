@@ -10,7 +10,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "bundle",
         help="build the offline bundle (kubeadm, kubelet, containerd, CNI plugins, images) from pinned sources",
-        description="Build everything a lab installs offline from labctl/pins.yml: Go modules through the Go "
+        description="Build everything a lab installs offline from labctl/model/pins.yml: Go modules through the Go "
                     "module proxy, Debian packages for the bases. See docs/bundle.md.",
         epilog="example:\n  labctl bundle build            # ~/.cache/labctl/bundles/current-1.37",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -29,7 +29,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from labctl import bundle, versions
+    from labctl.bundle import build as bundle
+    from labctl.model import versions
 
     minor, out = args.minor or versions.DEFAULT_KUBERNETES, args.out
     if args.lab:
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 def lab_bundle(lab_file: Path) -> tuple[str, Path] | None:
     """(minor, bundle path) a lab names, read with the schema alone: the full check of lab.yml
     refuses a bundle that is not built yet, which is what this command is about to build."""
-    from labctl.config import schema_lab
+    from labctl.model.config import schema_lab
 
     lab = schema_lab(lab_file)
     if not lab.kubernetes.bundle:

@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from labctl.config import lab_warnings, load_lab
+    from labctl.model.config import lab_warnings, load_lab
 
     lab = load_lab(args.lab)  # raises LabError (exit 2) with every error
     warnings = lab_warnings(lab)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from labctl.commands._common import add_command, load
 
 if TYPE_CHECKING:
-    from labctl.config import Lab
+    from labctl.model.config import Lab
 
 # Kept in step with roles/dashboard/defaults/main.yml (a unit test compares them).
 VIEWER_ACCOUNT = "labctl-viewer"

@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from labctl.providers import get_provider
+    from labctl.machines import get_provider
 
     lab = load(args)
     if lab.provider == "existing":

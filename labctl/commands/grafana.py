@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from labctl.commands._common import add_command, load
 
 if TYPE_CHECKING:
-    from labctl.config import Lab
+    from labctl.model.config import Lab
 
 PASSWORD_SECRET = "grafana-admin-password"  # .labctl/<name>/secrets/<this>, read by roles/monitoring
 ADMIN_USER = "admin"

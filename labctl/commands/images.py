@@ -28,7 +28,7 @@ def _failure(events: list[dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from labctl.errors import RunFailed, UserError
-    from labctl.facts import LabFacts
+    from labctl.model.facts import LabFacts
 
     lab = load(args)
     facts = LabFacts.from_lab(lab)
@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if not facts.mirror.enabled:
         raise UserError("--push: this lab does not mirror images (kubernetes.mirror_images is false or there is "
                         "no registry node); the nodes pull from upstream")
-    from labctl.inventory import write_inventory
-    from labctl.runner import run_playbook
+    from labctl.provisioning.inventory import write_inventory
+    from labctl.provisioning.runner import run_playbook
     from labctl.state import StateDir
 
     state = StateDir(args.lab, lab.name)

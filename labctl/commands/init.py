@@ -7,8 +7,8 @@ import ipaddress
 
 from labctl.commands._common import add_command
 from labctl.errors import UserError
+from labctl.model.versions import DEFAULT_KUBERNETES
 from labctl.state import REPO_ROOT
-from labctl.versions import DEFAULT_KUBERNETES
 
 
 def add_parser(sub) -> None:

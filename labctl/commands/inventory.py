@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from labctl.inventory import render_inventory, write_inventory, write_tree
+    from labctl.provisioning.inventory import render_inventory, write_inventory, write_tree
 
     lab = load(args)
     if args.out:

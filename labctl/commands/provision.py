@@ -135,8 +135,8 @@ def _recap_lines(result) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from labctl.phases import KUBELET_PHASES, select
-    from labctl.provision import ProvisionOptions, provision
+    from labctl.provisioning.phases import KUBELET_PHASES, select
+    from labctl.provisioning.provision import ProvisionOptions, provision
 
     if args.forks is not None and args.forks < 1:
         from labctl.errors import UserError
@@ -219,6 +219,6 @@ def kubelet_blocker(lab, lab_file) -> str:
     """Why the lab's nodes cannot run a kubelet ('' when they can, or where labctl cannot tell)."""
     if lab.provider != "docker":
         return ""
-    from labctl.providers.docker import DockerProvider
+    from labctl.machines.docker import DockerProvider
 
     return DockerProvider(lab, lab_file).kubelet_blocker()

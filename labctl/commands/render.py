@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from labctl.render import render_all
+    from labctl.provisioning.render import render_all
 
     lab = load(args)
     out = args.out or StateDir(args.lab, lab.name).rendered_dir

@@ -1,6 +1,6 @@
 """labctl ssh: a shell (or one command) on a node with the lab's key and known_hosts.
 
-The node is reached as Ansible reaches it (labctl/reach.py): the same host, port, user, key and
+The node is reached as Ansible reaches it (labctl/machines/reach.py): the same host, port, user, key and
 ControlPath, so a session reuses the master connection a provision run opened, and the other way round.
 """
 
@@ -14,7 +14,7 @@ from labctl.commands._common import add_command, load
 from labctl.errors import UserError
 
 if TYPE_CHECKING:
-    from labctl.reach import NodeTarget
+    from labctl.machines.reach import NodeTarget
 
 
 def add_parser(sub) -> None:
@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from labctl import reach
+    from labctl.machines import reach
     from labctl.state import StateDir
 
     lab = load(args, show_warnings=False)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from labctl.commands._common import add_command, load
 
 if TYPE_CHECKING:
-    from labctl.providers import NodeStatus
+    from labctl.machines import NodeStatus
 
 
 def add_parser(sub) -> None:
@@ -30,7 +30,7 @@ def print_table(title: str, rows: list[NodeStatus]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from labctl.providers import get_provider
+    from labctl.machines import get_provider
 
     lab = load(args)
     rows = get_provider(lab, args.lab).status()

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from labctl.commands.status import print_table
-    from labctl.providers import get_provider
+    from labctl.machines import get_provider
 
     lab = load(args)
     provider = get_provider(lab, args.lab, rebuild_image=args.rebuild_image, vm_provider=args.vm_provider,

@@ -51,9 +51,9 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from labctl.commands._common import load
+    from labctl.display.report import render_html, render_text, rich_renderables
     from labctl.errors import UserError
-    from labctl.report import render_html, render_text, rich_renderables
-    from labctl.verify import parse_selection, verify
+    from labctl.verify.run import parse_selection, verify
 
     if args.workers != "auto" and not str(args.workers).isdigit():
         raise UserError(f"--workers: found {args.workers!r}; allowed: a number or 'auto'")

@@ -17,8 +17,8 @@ suites, so `from _check import expect, check` works):
 command on the node is then gathered only when the check fails.
 
 The raised CheckFailed is an AssertionError, so pytest reports it as a failure; the
-labctl pytest plugin (labctl/verify_plugin.py) copies the fields into the test report,
-and the message has a fixed shape that labctl/report.py also parses from JUnit XML:
+labctl pytest plugin (labctl/verify/plugin.py) copies the fields into the test report,
+and the message has a fixed shape that labctl/display/report.py also parses from JUnit XML:
 
     <what>
     expected: <expected>

@@ -4,7 +4,7 @@ Values a suite needs at collection time (to parametrize) cannot come from fixtur
 the suites read them here. Outside `labctl verify` (LABCTL_INVENTORY unset) they are
 empty and the suites still collect. What labctl derived from lab.yml (registry, mirroring,
 images, enabled addons, versions, NFS export) is read through `facts()`, the same type
-labctl wrote it from (labctl/facts.py).
+labctl wrote it from (labctl/model/facts.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import testinfra
 import yaml
 
-from labctl.facts import LabFacts
+from labctl.model.facts import LabFacts
 
 
 def group_vars() -> dict:

@@ -4,7 +4,7 @@ Grafana login, Prometheus targets.
 Run by `labctl verify` against the lab's VMs or machines (needs the addons phase). kubectl
 runs on the first control-plane node with admin.conf; HTTP checks go from the controller to
 the nodes' NodePorts, as a user's browser would (the Grafana password never leaves the
-controller). The decisions live in labctl/addon_checks.py, unit-tested in
+controller). The decisions live in labctl/verify/addon_checks.py, unit-tested in
 tests/unit/test_addons_checks.py.
 """
 
@@ -23,7 +23,7 @@ import pytest
 from _check import check, expect, output
 from _lab import node_host
 
-from labctl import addon_checks
+from labctl.verify import addon_checks
 
 testinfra_hosts = ["ansible://control_plane"]
 

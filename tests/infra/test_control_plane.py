@@ -1,7 +1,7 @@
 """Control plane of a real lab: API server, scheduler, controller-manager, etcd, kubelets, kube-proxy mode.
 
 Run by `labctl verify` against the lab's VMs or machines (needs the control-plane,
-join and network phases). The decisions live in labctl/k8s_checks.py and are
+join and network phases). The decisions live in labctl/verify/k8s_checks.py and are
 unit-tested in tests/unit/test_k8s_checks.py.
 """
 
@@ -15,7 +15,7 @@ import pytest
 from _check import check, expect, output
 from _lab import node_host
 
-from labctl import k8s_checks
+from labctl.verify import k8s_checks
 
 testinfra_hosts = ["ansible://k8s_cluster"]
 

@@ -3,7 +3,7 @@
 Run by `labctl verify` (needs the network phase). A probe DaemonSet (the
 mirrored flannel image, which carries busybox's ping and nslookup) runs one pod
 per node in a namespace of its own, removed afterwards. Decisions live in
-labctl/k8s_checks.py (unit-tested in tests/unit/test_k8s_checks.py).
+labctl/verify/k8s_checks.py (unit-tested in tests/unit/test_k8s_checks.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from _check import expect, output
 from _lab import node_host
 
-from labctl import k8s_checks
+from labctl.verify import k8s_checks
 
 testinfra_hosts = ["ansible://control_plane"]
 

@@ -1,7 +1,7 @@
 """Layer `workloads`: the course's own checks (docs/course.md §11) as real workloads.
 
 Everything runs in a namespace `labctl-verify-<random>`; every object carries
-`app.kubernetes.io/managed-by: labctl-verify` (labctl/workloads.py adds it), and the
+`app.kubernetes.io/managed-by: labctl-verify` (labctl/verify/workloads.py adds it), and the
 module fixture deletes the namespace, the PersistentVolume and the files left on the
 nodes at the end -- also when a check fails; runs that were killed are cleaned up by
 label at the start of the next one. Every wait is bounded and, when it gives up, the
@@ -28,8 +28,8 @@ import pytest
 from _check import check, expect, output
 from _lab import group_vars, node_host
 
-from labctl import workloads
-from labctl.facts import LabFacts
+from labctl.model.facts import LabFacts
+from labctl.verify import workloads
 
 pytestmark = pytest.mark.xdist_group("workloads")
 

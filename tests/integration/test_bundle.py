@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from labctl import bundle, versions
+from labctl.bundle import build as bundle
+from labctl.model import versions
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """The packages phase stops at once, with one clear message, when pkgs.k8s.io does not answer.
 
-Runs the real playbooks/packages.yml through labctl.runner against a systemd-less
+Runs the real playbooks/packages.yml through labctl.provisioning.runner against a systemd-less
 container of the dev node image started with `--network none`: no name resolves
 and nothing is reachable from it, on any machine, so the phase must fail in its
 preflight, quickly, having changed nothing, and say which layers are ready and how
@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labctl import versions
-from labctl.config import parse_lab
-from labctl.inventory import render_inventory, write_tree
-from labctl.providers.image import node_image
-from labctl.runner import run_playbook
+from labctl.machines.image import node_image
+from labctl.model import versions
+from labctl.model.config import parse_lab
+from labctl.provisioning.inventory import render_inventory, write_tree
+from labctl.provisioning.runner import run_playbook
 from labctl.state import StateDir
 
 pytestmark = pytest.mark.integration
-PATCH = versions.KUBERNETES["1.37"].patch  # the pinned patch of the lab's minor (labctl/pins.yml)
+PATCH = versions.KUBERNETES["1.37"].patch  # the pinned patch of the lab's minor (labctl/model/pins.yml)
 
 LAB = {
     "name": "k5-preflight", "provider": "docker", "network": {"cidr": "192.168.56.0/24"},

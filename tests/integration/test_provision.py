@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl.provision import Redactor
+from labctl.provisioning.provision import Redactor
 from labctl.state import StateDir
 from tests.integration.conftest import REPO, ContainerLab
 

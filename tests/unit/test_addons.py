@@ -8,9 +8,9 @@ import subprocess
 import pytest
 import yaml
 
-from labctl import addon_images, versions
 from labctl.commands import dashboard, grafana
-from labctl.config import parse_lab
+from labctl.model import addon_images, versions
+from labctl.model.config import parse_lab
 from labctl.state import REPO_ROOT, StateDir
 
 from .conftest import base_lab, run_labctl, write_lab
@@ -52,7 +52,7 @@ def test_images_are_full_references_without_duplicates():
 def test_every_pinned_chart_has_images_and_pinned_keys(addon):
     table = addon_images.image_table(ROLE_OF[addon], addon)
     assert table and all(set(i) == {"registry", "repository", "tag"} for i in table.values())
-    keys = yaml.safe_load((REPO_ROOT / "labctl" / "charts" / f"{addon}.yml").read_text())
+    keys = yaml.safe_load((REPO_ROOT / "labctl" / "model" / "charts" / f"{addon}.yml").read_text())
     assert keys["version"] == versions.ADDONS[addon].version
     assert keys["keys"] and keys["source"]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from labctl.config import parse_lab
-from labctl.inventory import group_vars_document
+from labctl.model.config import parse_lab
+from labctl.provisioning.inventory import group_vars_document
 from labctl.state import REPO_ROOT, StateDir
 
 from .conftest import base_lab

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labctl import addon_checks as ac
+from labctl.verify import addon_checks as ac
 
 
 def pod(name, phase="Running", ready="True", waiting=None, ns="monitoring"):

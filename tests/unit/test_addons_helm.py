@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl import versions
+from labctl.model import versions
 from labctl.state import REPO_ROOT
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or platform.machine() not in ("x86_64", "aarch64"),

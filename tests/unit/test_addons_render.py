@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 import yaml
 
-from labctl import addon_images, versions
-from labctl.config import parse_lab
-from labctl.images import mirror_name
-from labctl.manifests import validate_documents
+from labctl.model import addon_images, versions
+from labctl.model.config import parse_lab
+from labctl.model.images import mirror_name
+from labctl.provisioning.manifests import validate_documents
 from labctl.state import REPO_ROOT
 
 from .conftest import base_lab, run_labctl, write_lab
 
-CHARTS = REPO_ROOT / "labctl" / "charts"
+CHARTS = REPO_ROOT / "labctl" / "model" / "charts"
 # The flag that turns off kubelet certificate verification, built so it is not a literal anywhere.
 INSECURE_FLAG = "--kubelet-" + "insecure-tls"
 
@@ -149,7 +149,7 @@ def test_values_use_only_the_charts_documented_keys(rendered):
         if not path.exists():
             continue
         version, keys = chart_keys(chart)
-        assert version == versions.ADDONS[chart].version, f"labctl/charts/{chart}.yml pins {version}"
+        assert version == versions.ADDONS[chart].version, f"labctl/model/charts/{chart}.yml pins {version}"
         assert undocumented(yaml.safe_load(path.read_text()), keys) == [], name
         checked += 1
     assert checked == len([f for f in expected_files(rendered["lab"]) if f in VALUES_FILES])

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from labctl import bundle, versions
-from labctl.config import parse_lab
+from labctl.bundle import build as bundle
 from labctl.errors import UserError
-from labctl.images import kubeadm_images, lab_images
-from labctl.workloads import WORKLOAD_IMAGES
+from labctl.model import versions
+from labctl.model.config import parse_lab
+from labctl.model.images import kubeadm_images, lab_images
+from labctl.verify.workloads import WORKLOAD_IMAGES
 
 from .conftest import base_lab
 from .test_pins import _modcache
@@ -114,7 +115,7 @@ def test_manifest_shape_and_check(tmp_path: Path):
 
 def test_what_build_writes_the_lab_side_reads(tmp_path: Path):
     """One reader of manifest.json: the build's check and the lab's kubernetes.bundle see the same document."""
-    from labctl import bundle_manifest
+    from labctl.bundle import manifest as bundle_manifest
 
     bpins = bundle.bundle_pins(_pins(), "1.37")
     b = _fake_bundle(tmp_path / "b", bpins)

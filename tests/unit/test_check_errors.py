@@ -252,7 +252,7 @@ def test_all_errors_are_reported_at_once(tmp_path: Path):
 
 def test_controller_paths_that_hold_what_they_must_pass(tmp_path: Path):
     """A packages_dir with kubeadm/kubelet/kubectl at the lab's version and Helm's tarball, and a private key."""
-    from labctl import versions
+    from labctl.model import versions
 
     d = _existing(base_lab())
     patch = versions.KUBERNETES[d["kubernetes"]["version"]].patch

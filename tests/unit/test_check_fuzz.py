@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from labctl import cli
-from labctl.config import Lab, LabError, load_lab
+from labctl.model.config import Lab, LabError, load_lab
 from tests.unit.conftest import base_lab, lab_one_plus_three
 
 CHECK_EXAMPLES = 300

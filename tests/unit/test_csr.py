@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from labctl import csr
+from labctl.provisioning import csr
 
 NODES = [{"name": "cp1", "ip": "10.30.0.10"}, {"name": "w1", "ip": "10.30.0.11"}]
 KEY = ec.generate_private_key(ec.SECP256R1())

@@ -27,11 +27,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from labctl import csr, images
-from labctl.config import load_lab, parse_lab
-from labctl.inventory import group_vars_document
-from labctl.manifests import load_documents, validate_documents
-from labctl.render import render_all
+from labctl.model import images
+from labctl.model.config import load_lab, parse_lab
+from labctl.provisioning import csr
+from labctl.provisioning.inventory import group_vars_document
+from labctl.provisioning.manifests import load_documents, validate_documents
+from labctl.provisioning.render import render_all
 from labctl.state import StateDir
 
 from .conftest import base_lab
@@ -273,7 +274,7 @@ def test_the_client_refuses_a_server_outside_its_ca(tls_server, tmp_path_factory
 
 # -- which labs get the approver's image --------------------------------------------------------------
 def _bundle(root: Path, with_approver: bool) -> Path:
-    from labctl import bundle_manifest
+    from labctl.bundle import manifest as bundle_manifest
 
     arts = []
     for name in bundle_manifest.ROLE_BINARIES:

@@ -1,4 +1,5 @@
-"""README.md's lab.yml reference is generated from labctl/config.py (`python3 -m labctl.docs_ref`): it cannot drift."""
+"""README.md's lab.yml reference is generated from labctl/model/config.py (`python3 -m labctl.model.docs_ref`):
+it cannot drift."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from labctl import docs_ref
-from labctl.config import Lab
+from labctl.model import docs_ref
+from labctl.model.config import Lab
 
 
 def test_readme_reference_is_what_the_model_generates():
     text = docs_ref.README.read_text(encoding="utf-8")
     assert docs_ref.splice(text, docs_ref.render()) == text, (
-        "README.md's lab.yml reference differs from labctl/config.py: run `python3 -m labctl.docs_ref`")
+        "README.md's lab.yml reference differs from labctl/model/config.py: run `python3 -m labctl.model.docs_ref`")
 
 
 def _keys(model: type[BaseModel] = Lab, prefix: str = ""):
@@ -46,7 +47,7 @@ def test_check_mode_reports_drift_and_the_generator_fixes_it(tmp_path: Path, cap
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{docs_ref.BEGIN}\n| stale | table |\n{docs_ref.END}\n\nafter\n")
     assert docs_ref.main(["--check", "--readme", str(readme)]) == 1
-    assert "python3 -m labctl.docs_ref" in capsys.readouterr().err
+    assert "python3 -m labctl.model.docs_ref" in capsys.readouterr().err
     assert docs_ref.main(["--readme", str(readme)]) == 0
     assert docs_ref.main(["--check", "--readme", str(readme)]) == 0
     text = readme.read_text()

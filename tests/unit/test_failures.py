@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from labctl.failures import Failure, collect, failure_from_event
-from labctl.progress import Progress
+from labctl.display.failures import Failure, collect, failure_from_event
+from labctl.display.progress import Progress
 
 EVENTS = Path(__file__).parent / "data" / "events"
 PLAYS = {"Toy host phase": "host", "Toy packages phase": "packages"}

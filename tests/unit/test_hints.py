@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from labctl.hints import hint_for, rule_for
-from labctl.report import Check
+from labctl.display.hints import hint_for, rule_for
+from labctl.display.report import Check
 
 CTX = {"lab_pod_subnet": "10.244.0.0/16", "lab_firewall": "ports", "lab_service_subnet": "10.254.0.0/16",
        "lab_registry": {"enabled": True, "name": "registry", "port": 5000, "address": "registry:5000"},
@@ -85,8 +85,8 @@ def test_registry_stopped_is_registry_down(check):
 
 def test_one_table_format_for_verify_and_provision():
     """verify's checks and provision's failures are matched by the same Rule table format and lookup."""
-    from labctl.failures import Failure
-    from labctl.hints import CHECK_RULES, FAILURE_RULES, Case, first_rule
+    from labctl.display.failures import Failure
+    from labctl.display.hints import CHECK_RULES, FAILURE_RULES, Case, first_rule
 
     for rules in (CHECK_RULES, FAILURE_RULES):
         keys = [r.key for r in rules]

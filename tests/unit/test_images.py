@@ -1,4 +1,4 @@
-"""labctl.images: the image list of a lab, the mirror naming rule, and `labctl images`."""
+"""labctl.model.images: the image list of a lab, the mirror naming rule, and `labctl images`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labctl import versions
-from labctl.config import parse_lab
-from labctl.images import kubeadm_images, lab_images, mirror_name, split_ref
-from labctl.inventory import render_inventory
+from labctl.model import versions
+from labctl.model.config import parse_lab
+from labctl.model.images import kubeadm_images, lab_images, mirror_name, split_ref
+from labctl.provisioning.inventory import render_inventory
 
 from .conftest import base_lab, run_labctl
 

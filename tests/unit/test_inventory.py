@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from labctl.config import parse_lab
-from labctl.inventory import render_inventory
-from labctl.reach import control_path_dir
+from labctl.machines.reach import control_path_dir
+from labctl.model.config import parse_lab
+from labctl.provisioning.inventory import render_inventory
 from labctl.state import StateDir
 from tests.unit.conftest import base_lab, lab_existing, lab_one_plus_three, run_labctl, write_lab
 

@@ -1,4 +1,4 @@
-"""labctl.k8s_checks: the parsing behind tests/infra, on samples written from the tools' documented formats."""
+"""labctl.verify.k8s_checks: the parsing behind tests/infra, on samples written from the tools' documented formats."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from labctl import k8s_checks as kc
+from labctl.verify import k8s_checks as kc
 
 IPVSADM = """\
 IP Virtual Server version 1.2.1 (size=4096)

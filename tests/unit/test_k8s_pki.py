@@ -1,4 +1,4 @@
-"""The discovery CA hash (labctl.k8s_pki against openssl, and the role's own pipeline) and the join role's
+"""The discovery CA hash (labctl.provisioning.k8s_pki against openssl, and the role's own pipeline) and the join role's
 bootstrap token TTL check."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from labctl import k8s_pki
+from labctl.provisioning import k8s_pki
 
 REPO = Path(__file__).resolve().parents[2]
 JOIN_TASKS = REPO / "roles" / "kubeadm_join" / "tasks" / "main.yml"
@@ -88,13 +88,13 @@ def test_the_roles_openssl_pipeline_gives_labctls_hash(ca_file: Path):
 
 
 def test_python_hash_cli_used_by_the_role(ca_file: Path):
-    out = subprocess.run([sys.executable, "-m", "labctl.k8s_pki", "ca-cert-hash", str(ca_file)],
+    out = subprocess.run([sys.executable, "-m", "labctl.provisioning.k8s_pki", "ca-cert-hash", str(ca_file)],
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out == k8s_pki.ca_cert_hash(ca_file.read_bytes())
 
 
 def test_cli_usage_error():
-    r = subprocess.run([sys.executable, "-m", "labctl.k8s_pki"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "labctl.provisioning.k8s_pki"], capture_output=True, text=True)
     assert r.returncode == 2 and "usage" in r.stderr
 
 

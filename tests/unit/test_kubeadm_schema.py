@@ -1,4 +1,4 @@
-"""labctl.kubeadm_schema: the v1beta4 / kubelet / kube-proxy field sets catch unknown and misspelled fields."""
+"""labctl.provisioning.kubeadm_schema: the v1beta4 / kubelet / kube-proxy field sets catch unknown and misspelled fields."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from labctl.kubeadm_schema import check_document, check_documents
+from labctl.provisioning.kubeadm_schema import check_document, check_documents
 
 INIT = {
     "apiVersion": "kubeadm.k8s.io/v1beta4", "kind": "InitConfiguration",

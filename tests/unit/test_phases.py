@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from labctl.errors import UserError
-from labctl.phases import PHASES, select
-from labctl.provision import check_imports, limit_nodes, play_phases
+from labctl.provisioning.phases import PHASES, select
+from labctl.provisioning.provision import check_imports, limit_nodes, play_phases
 from labctl.state import REPO_ROOT
 from tests.unit.conftest import base_lab, run_labctl, write_lab
 
@@ -63,7 +63,7 @@ def test_a_missing_imported_playbook_is_named_before_ansible_starts(tmp_path: Pa
 
 
 def test_limit_accepts_nodes_and_groups_and_names_unknown_nodes(tmp_path: Path):
-    from labctl.config import parse_lab
+    from labctl.model.config import parse_lab
 
     lab = parse_lab(base_lab())
     assert limit_nodes(lab, None) == ["master", "node", "registry"]

@@ -1,4 +1,4 @@
-"""labctl/pins.yml: the per-minor image pins are kubeadm's own constants.
+"""labctl/model/pins.yml: the per-minor image pins are kubeadm's own constants.
 
 KUBEADM_CONSTANTS is what cmd/kubeadm/app/constants/constants.go of each pinned k8s.io/kubernetes
 patch says (read from the Go module cache, `go mod download -json k8s.io/kubernetes@<patch>`).
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl import versions
+from labctl.model import versions
 
 # minor: (patch, PauseVersion, CoreDNSVersion, etcd for the minor)
 KUBEADM_CONSTANTS = {

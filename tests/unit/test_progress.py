@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from labctl.progress import Progress
+from labctl.display.progress import Progress
 
 EVENTS = Path(__file__).parent / "data" / "events"
 TOY_PLAYS = {"Toy host phase": "host", "Toy runtime phase": "runtime"}

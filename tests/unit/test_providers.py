@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl import sshkeys
-from labctl.providers import common, image
+from labctl.machines import common, image, sshkeys
 from labctl.state import StateDir
 from tests.unit.conftest import REPO, base_lab, run_labctl, write_lab
 

@@ -1,4 +1,4 @@
-"""How a node is reached (labctl/reach.py): one answer for Ansible's inventory, `labctl ssh`, the providers."""
+"""How a node is reached (labctl/machines/reach.py): one answer for Ansible's inventory, `labctl ssh`, the providers."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labctl import reach
 from labctl.commands import ssh as ssh_command
-from labctl.config import load_lab
-from labctl.inventory import render_inventory
+from labctl.machines import reach
+from labctl.model.config import load_lab
+from labctl.provisioning.inventory import render_inventory
 from labctl.state import StateDir
 from tests.unit.conftest import base_lab, lab_existing, write_lab
 

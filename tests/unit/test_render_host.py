@@ -18,17 +18,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labctl import versions
-from labctl.config import load_lab
-from labctl.inventory import render_inventory, write_tree
-from labctl.render import _failure_report, collected_files, write_collected
-from labctl.runner import run_playbook
+from labctl.model import versions
+from labctl.model.config import load_lab
+from labctl.provisioning.inventory import render_inventory, write_tree
+from labctl.provisioning.render import _failure_report, collected_files, write_collected
+from labctl.provisioning.runner import run_playbook
 from labctl.state import StateDir
 
 from .conftest import base_lab
 
 ROLES = ["base", "containerd", "firewall"]
-PAUSE = f"registry:5000/pause:{versions.KUBERNETES['1.37'].pause}"  # the pin (labctl/versions.py)
+PAUSE = f"registry:5000/pause:{versions.KUBERNETES['1.37'].pause}"  # the pin (labctl/model/versions.py)
 
 
 def _lab(name: str, *, workers: int = 2, os: str = "debian12", provider: str = "docker", firewall="ports") -> dict:

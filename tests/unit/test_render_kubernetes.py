@@ -4,7 +4,7 @@ Each lab variant is rendered once per session by the real playbooks/render.yml
 (ansible-playbook, local connection, no facts) with the Kubernetes roles
 (kubernetes_packages, kubeadm_init, kubeadm_join, flannel); the files are then
 checked: Kubernetes objects with kubernetes-validate (strict) for the lab's
-minor, kubeadm/kubelet/kube-proxy documents against labctl.kubeadm_schema, and
+minor, kubeadm/kubelet/kube-proxy documents against labctl.provisioning.kubeadm_schema, and
 the lab.yml values (addresses, pod CIDR, proxy mode, images) where they belong.
 Rendering only these roles keeps one variant at ~20 s instead of ~90 s for all.
 """
@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labctl.config import load_lab
-from labctl.images import lab_images
-from labctl.inventory import group_vars_document
-from labctl.kubeadm_schema import check_documents
-from labctl.manifests import load_documents, validate_documents
-from labctl.render import render_all
+from labctl.model.config import load_lab
+from labctl.model.images import lab_images
+from labctl.provisioning.inventory import group_vars_document
+from labctl.provisioning.kubeadm_schema import check_documents
+from labctl.provisioning.manifests import load_documents, validate_documents
+from labctl.provisioning.render import render_all
 from labctl.state import StateDir
 
 from .conftest import base_lab
@@ -298,7 +298,7 @@ def test_roles_read_only_lab_variables(role: str):
 
 
 def load_lab_from(data: dict):
-    from labctl.config import parse_lab
+    from labctl.model.config import parse_lab
 
     return parse_lab(data)
 

@@ -6,7 +6,7 @@ import json
 from html.parser import HTMLParser
 from pathlib import Path
 
-from labctl.report import (
+from labctl.display.report import (
     Check,
     LayerResult,
     Report,
@@ -133,7 +133,7 @@ def test_rich_view_takes_brackets_literally():
     """Check titles carry parametrize ids like [/etc/passwd]: rich must not read them as markup."""
     from rich.console import Console
 
-    from labctl.report import rich_renderables
+    from labctl.display.report import rich_renderables
 
     report = _report()
     report.layers[1].checks[0].what = ""

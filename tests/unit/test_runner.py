@@ -7,10 +7,10 @@ import os
 import stat
 from pathlib import Path
 
-from labctl.config import parse_lab
-from labctl.inventory import group_vars_document
-from labctl.reach import control_path_dir
-from labctl.runner import ansible_env
+from labctl.machines.reach import control_path_dir
+from labctl.model.config import parse_lab
+from labctl.provisioning.inventory import group_vars_document
+from labctl.provisioning.runner import ansible_env
 from labctl.state import StateDir
 from tests.unit.conftest import base_lab, write_lab
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from labctl.runner import RunnerThread, cancel_on_signals, pump, run_playbook
+from labctl.provisioning.runner import RunnerThread, cancel_on_signals, pump, run_playbook
 from labctl.state import StateDir
 
 

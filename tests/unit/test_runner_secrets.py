@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from labctl.provision import REDACTED, Redactor
+from labctl.provisioning.provision import REDACTED, Redactor
 from tests.unit.conftest import run_labctl, write_lab
 
 PLAYBOOK = Path(__file__).parent / "data" / "playbooks" / "secret-local.yml"
@@ -103,7 +103,7 @@ def test_public_key_material_is_not_a_needle(tmp_path: Path):
 
 
 def test_secrets_created_during_a_run_are_learned_and_scrubbed(tmp_path: Path):
-    from labctl.provision import StateRedactor
+    from labctl.provisioning.provision import StateRedactor
     from labctl.state import StateDir
 
     state = StateDir(write_lab(tmp_path, LOCAL_LAB), "sec-lab")

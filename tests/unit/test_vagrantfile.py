@@ -1,6 +1,6 @@
 """The Vagrantfile maps the file labctl resolved onto Vagrant's DSL, and `vagrant validate` accepts it.
 
-labctl/providers/vagrantfile.py resolves a lab (the validated lab.yml with its defaults, and the
+labctl/machines/vagrantfile.py resolves a lab (the validated lab.yml with its defaults, and the
 providers' decisions: box, libvirt driver and management network, node image, --privileged) into
 `.labctl/<name>/vagrant.json`; the Vagrantfile reads only that file (LABCTL_VAGRANT_CONFIG).
 
@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 import yaml
 
-from labctl.config import Node, load_lab
-from labctl.providers import vagrantfile as vf
-from labctl.providers.vagrant import VagrantProvider, resolve_box
+from labctl.machines import vagrantfile as vf
+from labctl.machines.vagrant import VagrantProvider, resolve_box
+from labctl.model.config import Node, load_lab
 from labctl.state import StateDir
 from tests.unit.conftest import REPO, base_lab, run_labctl, write_lab
 
@@ -352,7 +352,7 @@ def test_the_vagrant_provider_writes_the_file_before_calling_vagrant(tmp_path: P
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """VagrantProvider._env (every vagrant call goes through it) writes the file and points Vagrant at it;
     without LABCTL_LIBVIRT_DRIVER a later call keeps the driver `up` decided."""
-    import labctl.providers.vagrant as vagrant
+    import labctl.machines.vagrant as vagrant
 
     monkeypatch.setattr(vagrant, "management_network", lambda lab: MGMT_NET)
     monkeypatch.setenv("LABCTL_LIBVIRT_DRIVER", "qemu")

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from labctl.display.report import LayerResult, Report, checks_from_junit
 from labctl.errors import UserError
-from labctl.phases import LAYERS
-from labctl.report import LayerResult, Report, checks_from_junit
+from labctl.provisioning.phases import LAYERS
 from labctl.state import StateDir
-from labctl.verify import ClusterFacts, Facts, parse_selection, plan_layers, probe_cluster, pytest_argv, pytest_env, verify
+from labctl.verify.run import ClusterFacts, Facts, parse_selection, plan_layers, probe_cluster, pytest_argv, pytest_env, verify
 from tests.unit.conftest import base_lab, run_labctl, write_lab
 
 
@@ -148,7 +148,7 @@ def test_probe_cluster_with_nothing_listening(state, tmp_path):
 def test_pytest_argv_uses_the_inventory_plugin_and_xdist(tmp_path):
     argv = pytest_argv([tmp_path / "test_host.py"], tmp_path / "hosts.yml", tmp_path / "j.xml", "auto")
     assert argv[1:3] == ["-m", "pytest"]
-    assert f"--ansible-inventory={tmp_path / 'hosts.yml'}" in argv and "labctl.verify_plugin" in argv
+    assert f"--ansible-inventory={tmp_path / 'hosts.yml'}" in argv and "labctl.verify.plugin" in argv
     assert argv[argv.index("-n") + 1] == "auto" and "loadgroup" in argv and "no:cacheprovider" in argv
     assert "--force-ansible" not in argv
     # entry-point autoloading is off (pytest_env): the plugins the suites use are named
@@ -226,8 +226,8 @@ def test_runtime_ok(host):
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_real_run_report(tmp_path, workers):
     """The real driver on a local suite: results per layer, expected/found, hints, skips, JUnit."""
-    from labctl.config import parse_lab
-    from labctl.inventory import write_inventory
+    from labctl.model.config import parse_lab
+    from labctl.provisioning.inventory import write_inventory
 
     lab_file = write_lab(tmp_path, base_lab())
     lab = parse_lab(base_lab())

@@ -1,4 +1,4 @@
-"""labctl/verify_plugin.py: the inventory testinfra gets without running ansible-inventory.
+"""labctl/verify/plugin.py: the inventory testinfra gets without running ansible-inventory.
 
 `labctl verify` hands testinfra the generated inventory read from its files; it must be
 exactly what `ansible-inventory --list` prints for it (the real one is run here), and any
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labctl.config import parse_lab
-from labctl.inventory import write_inventory
-from labctl.verify_plugin import labctl_inventory, seed_testinfra_inventory
+from labctl.model.config import parse_lab
+from labctl.provisioning.inventory import write_inventory
+from labctl.verify.plugin import labctl_inventory, seed_testinfra_inventory
 from tests.unit.conftest import REPO, base_lab, lab_existing, lab_one_plus_three, write_lab
 
 

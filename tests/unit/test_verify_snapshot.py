@@ -185,8 +185,8 @@ def _lab_variant(change: str) -> dict:
 @pytest.mark.parametrize("change", ["course lab", "firewall ports, ipvs", "no registry"])
 def test_every_suite_lists_its_reads_for_every_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      change: str) -> None:
-    from labctl.config import parse_lab
-    from labctl.inventory import write_inventory
+    from labctl.model.config import parse_lab
+    from labctl.provisioning.inventory import write_inventory
     from tests.unit.conftest import write_lab
 
     data = _lab_variant(change)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from labctl import versions, workloads
+from labctl.model import versions
+from labctl.verify import workloads
 
 GV = {
     "lab_nodes": [{"name": "master", "role": "control-plane", "ip": "192.168.56.21"},

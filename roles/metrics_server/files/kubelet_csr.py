@@ -2,7 +2,7 @@
 """Decide which kubelet serving CSRs of a labctl lab to approve, deny or leave alone.
 
 The one implementation of the decision: the metrics_server role copies this
-file to the control-plane node and runs it there; labctl.csr loads it for the
+file to the control-plane node and runs it there; labctl.provisioning.csr loads it for the
 unit tests and the CLI. Standard library only (the nodes have python3 and
 nothing else we may rely on).
 
