@@ -2,8 +2,9 @@
 
 Layout (created 0700; secrets 0600):
     ca.crt               the lab CA certificate (its key is secrets/ca.key)
+    registry-certs/      ca.crt again, alone: skopeo's --dest-cert-dir when the controller pushes images
     ssh/                 id_ed25519[.pub], known_hosts
-    secrets/             registry-password, grafana-admin-password, ca.key ...
+    secrets/             registry-password, grafana-admin-password, ca.key, registry-auth.json (skopeo's login) ...
     logs/                one event log per run
     rendered/            default output of `labctl render`
     facts/               Ansible's fact cache

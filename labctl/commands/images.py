@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
                     "addons) and its name in the lab registry; --push copies them there",
                     "labctl images --push", run)
     p.add_argument("--push", action="store_true",
-                   help="copy the images into the lab registry (the images phase, run on the registry host)")
+                   help="copy the images into the lab registry (the images phase: the bundle's from the controller "
+                        "when it has skopeo and reaches the registry, the others from the registry host)")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
 
 
