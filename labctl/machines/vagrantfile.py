@@ -17,8 +17,9 @@ Layout (SCHEMA 1; `provider` says which of box/libvirt/docker is present):
     nodes        [{name, role, ip, netmask, cpus, memory_mb, machine_name,
                    docker_create_args (provider docker)}]
     box          {name, version, url}                          virtualbox, libvirt (version/url may be null)
-    libvirt      {driver, cpu_mode, cpu_model, domain_prefix,  cpu_mode/cpu_model null: vagrant-libvirt's
-                  management_network: {name, address}}         own (host-passthrough under KVM)
+    libvirt      {driver, cpu_mode, cpu_model, disk_cache,     cpu_mode/cpu_model null: vagrant-libvirt's
+                  domain_prefix,                               own (host-passthrough under KVM); disk_cache
+                  management_network: {name, address}}         null: libvirt's own
     docker       {image, privileged, volumes}
 """
 
@@ -41,6 +42,11 @@ LIBVIRT_DRIVERS = ("kvm", "qemu")
 # software emulation (TCG) has no host-passthrough; Nehalem is x86-64-v2 (SSE4.2, POPCNT), which TCG
 # emulates and some images need
 QEMU_CPU = ("custom", "Nehalem")
+# software emulation (TCG): the lab disks ignore the guests' flushes. Each flush cost ~24 ms in an emulated
+# VM (dd oflag=dsync), etcd flushes its WAL and database on every write (fsync ~110 ms, commit ~180 ms on
+# average in the first real cluster) and the API server timed out on it. A lab VM is disposable: after a
+# host crash it is recreated (`labctl down`/`up`), never repaired. KVM labs keep libvirt's default.
+QEMU_DISK_CACHE = "unsafe"
 # The sysctls Kubernetes needs, set when a container is created: /proc/sys is read-only inside it.
 DOCKER_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
@@ -159,9 +165,11 @@ def resolve(lab: Lab, lab_file: Path, provider: str, *,
         if provider == "libvirt":
             if libvirt_driver not in LIBVIRT_DRIVERS or not management_network:
                 raise ValueError("provider libvirt: libvirt_driver (kvm | qemu) and management_network are required")
-            cpu_mode, cpu_model = QEMU_CPU if libvirt_driver == "qemu" else (None, None)
+            emulated = libvirt_driver == "qemu"
+            cpu_mode, cpu_model = QEMU_CPU if emulated else (None, None)
             out["libvirt"] = {
                 "driver": libvirt_driver, "cpu_mode": cpu_mode, "cpu_model": cpu_model,
+                "disk_cache": QEMU_DISK_CACHE if emulated else None,
                 "domain_prefix": f"{lab.name}-",
                 "management_network": {"name": management_network_name(lab), "address": management_network},
             }
