@@ -22,10 +22,11 @@ from labctl.state import REPO_ROOT, StateDir
 
 
 def render_all(lab: Lab, lab_file: Path, out: Path, *, roles_too: bool = True,
-               roles: list[str] | None = None) -> list[Path]:
+               roles: list[str] | None = None, facts: dict | None = None) -> list[Path]:
     """Render the lab into `out` (replaced); return the files written.
 
-    `roles` limits the roles rendered (default: every role with tasks/render.yml).
+    `roles` limits the roles rendered (default: every role with tasks/render.yml). `facts` stands in
+    for what the roles would learn from a node (e.g. kubeadm_init_cpu_emulated), as extra variables.
     """
     state = StateDir(lab_file, lab.name)
     state.ensure()
@@ -38,7 +39,7 @@ def render_all(lab: Lab, lab_file: Path, out: Path, *, roles_too: bool = True,
         from labctl.provisioning.runner import run_playbook
 
         result = run_playbook(state, "render.yml", inv_dir / "hosts.yml",
-                              extravars={"lab_render_dir": str(out.resolve()),
+                              extravars={**(facts or {}), "lab_render_dir": str(out.resolve()),
                                          "lab_render_roles": roles if roles is not None else render_roles()})
         if result.rc != 0:
             raise RunFailed(f"rendering failed:\n{_failure_report(result.events)}")
