@@ -77,3 +77,17 @@ def write_lab(dir_: Path, data: dict | str, name: str = "lab.yml") -> Path:
 @pytest.fixture
 def labdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+def trusted_template(value):
+    """Role files are trusted templates (ansible-core 2.19 renders only trusted strings): mark a value
+    read from a role file, recursively, before handing it to Ansible's Templar."""
+    from ansible.template import trust_as_template
+
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, list):
+        return [trusted_template(v) for v in value]
+    if isinstance(value, dict):
+        return {k: trusted_template(v) for k, v in value.items()}
+    return value

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
+from ansible.template import Templar
+
+from .conftest import trusted_template
 
 ROLE = Path(__file__).resolve().parents[2] / "roles/image_mirror"
 TASK_FILES = ("main.yml", "side.yml", "bundle.yml", "bundle-controller.yml")
@@ -179,17 +181,6 @@ def test_every_task_that_reads_the_password_is_no_log():
 
 
 # -- the role's expressions, evaluated by Ansible's templar ------------------------------------------
-def _trusted(value):
-    """Role files are trusted templates (ansible-core 2.19 renders only trusted strings)."""
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, list):
-        return [_trusted(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _trusted(v) for k, v in value.items()}
-    return value
-
-
 LAB_VARS = {
     "lab_registry": {"enabled": True, "name": "registry", "ip": "192.168.56.100", "port": 5000,
                      "address": "registry:5000", "auth": True, "user": "labctl"},
@@ -208,10 +199,10 @@ TIMED_OUT = {"failed": False, "failed_when_result": False, "elapsed": 3,
 
 def _render(expr: str, **registered):
     variables = dict(LAB_VARS)
-    variables |= _trusted(yaml.safe_load((ROLE / "defaults/main.yml").read_text()))
-    variables |= _trusted(yaml.safe_load((ROLE / "vars/main.yml").read_text()))
+    variables |= trusted_template(yaml.safe_load((ROLE / "defaults/main.yml").read_text()))
+    variables |= trusted_template(yaml.safe_load((ROLE / "vars/main.yml").read_text()))
     variables |= registered
-    return Templar(loader=DataLoader(), variables=variables).template(trust_as_template(expr))
+    return Templar(loader=DataLoader(), variables=variables).template(trusted_template(expr))
 
 
 @pytest.mark.parametrize(("registered", "on_controller", "reason"), [

@@ -9,33 +9,24 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
+from ansible.template import Templar
+
+from .conftest import trusted_template
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "kubernetes_packages"
-
-
-def _trusted(value):
-    """Role files are trusted templates (ansible-core 2.19 renders only trusted strings)."""
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, list):
-        return [_trusted(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _trusted(v) for k, v in value.items()}
-    return value
 
 
 def _templar(**extra) -> Templar:
     variables = {"lab_kubernetes_minor": "1.37", "lab_kubernetes_version": "1.37.2", "lab_packages_dir": "",
                  "lab_os": "debian12"}
-    variables |= _trusted(yaml.safe_load((ROLE / "defaults/main.yml").read_text()))
-    variables |= _trusted(yaml.safe_load((ROLE / "vars/main.yml").read_text()))
+    variables |= trusted_template(yaml.safe_load((ROLE / "defaults/main.yml").read_text()))
+    variables |= trusted_template(yaml.safe_load((ROLE / "vars/main.yml").read_text()))
     variables |= extra
     return Templar(loader=DataLoader(), variables=variables)
 
 
 def _task(file: str, module: str) -> dict:
-    return _trusted(next(t for t in yaml.safe_load((ROLE / "tasks" / file).read_text()) if module in t))
+    return trusted_template(next(t for t in yaml.safe_load((ROLE / "tasks" / file).read_text()) if module in t))
 
 
 def test_apt_installs_cri_tools_at_the_minor_and_kubernetes_cni_and_holds_them():
@@ -62,5 +53,5 @@ FULL = ["kubeadm_1.37.2-1.1_amd64.deb", "kubelet_1.37.2-1.1_amd64.deb", "kubectl
 ])
 def test_a_package_directory_must_hold_cri_tools_of_the_minor_and_kubernetes_cni(files, missing):
     local = {"files": [{"path": f"/pkgs/{f}"} for f in files]}
-    got = _templar(kubernetes_packages_local=local).template(trust_as_template("{{ kubernetes_packages_local_missing }}"))
+    got = _templar(kubernetes_packages_local=local).template(trusted_template("{{ kubernetes_packages_local_missing }}"))
     assert got == missing
