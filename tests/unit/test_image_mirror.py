@@ -118,7 +118,7 @@ def test_exactly_one_side_asks_the_registry_and_the_controller_trusts_the_lab_ca
     assert ctl["when"] == "image_mirror_on_controller | bool"
     assert _on_controller(ctl) and not host.get("delegate_to")
     assert ctl["ansible.builtin.uri"]["ca_path"] == "{{ image_mirror_ca_cert }}"
-    assert ctl["ansible.builtin.uri"]["url"].startswith("https://{{ image_mirror_controller_registry }}/v2/")
+    assert ctl["ansible.builtin.uri"]["url"] == "https://{{ image_mirror_controller_registry }}/{{ image_mirror_item_manifest }}"
     assert host["register"] != ctl["register"]  # a skipped task would overwrite the other's answers
     for t in (host, ctl):
         assert t["no_log"] is True and t["failed_when"] is False
@@ -145,7 +145,7 @@ def test_the_controller_pushes_the_archives_where_the_bundle_keeps_them():
     assert _on_controller(push, _block("bundle-controller.yml", push))
     argv = _argv(push)
     assert argv[-2] == "oci-archive:{{ image_mirror_bundle_archives[item.source] }}"  # no copy, no archive_dir
-    assert argv[-1] == "docker://{{ image_mirror_controller_registry }}{{ item.mirror[image_mirror_registry | length :] }}"
+    assert argv[-1] == "docker://{{ image_mirror_controller_registry }}/{{ image_mirror_item_ref }}"
     assert argv[argv.index("--dest-cert-dir") + 1] == "{{ image_mirror_controller_cert_dir }}"
     assert ("{{ '--dest-authfile=' ~ image_mirror_controller_authfile if image_mirror_auth | bool "
             "else '--dest-no-creds' }}") in argv
