@@ -200,7 +200,13 @@ linux /vmlinuz root=UUID={uuid} ro {cmdline}
 initrd /initrd.img
 boot
 """
-CMDLINE = "console=tty0 console=ttyS0,115200 net.ifnames=0 biosdevname=0"
+# tsc=reliable: under QEMU's emulation (TCG) the kernel's TSC synchronisation check fails at boot
+# ("Marking TSC unstable due to TSCs unsynchronized") and it falls back to the emulated HPET, where
+# every clock read is a system call plus an MMIO access QEMU serialises: measured in a TCG guest,
+# clock_gettime 1363 ns on the HPET, 82 ns on the TSC, and Go programs (every Kubernetes component)
+# read the clock constantly. TCG's TSC is the host's, one counter for every vCPU. Under KVM the
+# kernel still prefers kvm-clock; VirtualBox guests use the TSC as before.
+CMDLINE = "console=tty0 console=ttyS0,115200 net.ifnames=0 biosdevname=0 tsc=reliable"
 
 BOX_VAGRANTFILE = """\
 # labctl/debian12 ({provider}): a Debian 12 box built by `labctl box build` (labctl/machines/box.py).
