@@ -174,6 +174,9 @@ def test_up(vm_lab: VmLab) -> None:
         assert re.search(rf"{node}\b.*running", res.stdout), res.stdout
     domains = virsh_names("list", "--name")
     assert {f"{vm_lab.name}-{n}" for n in ("master", "node", "registry")} <= set(domains), domains
+    # the box boots with tsc=reliable: under emulation the HPET fallback made every clock read ~16x slower
+    clock = vm_lab.run("ssh", "master", "--", "cat /sys/devices/system/clocksource/clocksource0/current_clocksource")
+    assert clock.stdout.strip() in ("tsc", "kvm-clock"), explain(clock)
 
 
 def test_provision_every_phase_then_verify(vm_lab: VmLab, tmp_path: Path) -> None:
