@@ -329,7 +329,7 @@ def test_the_control_plane_is_untainted_only_without_workers(rendered: Rendered)
 @pytest.mark.parametrize("emulated", [True, False])
 def test_emulated_cpu_settings_only_where_the_cpu_is_emulated(emulated: bool, tmp_path: Path):
     """Under QEMU without KVM (systemd-detect-virt says qemu) kubeadm gets etcd without fsync, longer
-    leader-election leases and the probe patches; everywhere else upstream's defaults."""
+    leader-election leases, the probe patches and kubeadm's longer waits; everywhere else upstream's defaults."""
     lab_file = tmp_path / "lab.yml"
     lab_file.write_text(yaml.safe_dump(VARIANTS["default"], sort_keys=False))
     render_all(load_lab(lab_file), lab_file, tmp_path / "out", roles=ROLES,
@@ -339,4 +339,6 @@ def test_emulated_cpu_settings_only_where_the_cpu_is_emulated(emulated: bool, tm
     assert (_args(cluster["etcd"]["local"]).get("unsafe-no-fsync") == "true") is emulated
     for component in ("controllerManager", "scheduler"):
         assert (_args(cluster[component]).get("leader-elect-lease-duration") == "60s") is emulated
-    assert ("patches" in r.kind(r.init_file, "InitConfiguration")) is emulated
+    init = r.kind(r.init_file, "InitConfiguration")
+    assert ("patches" in init) is emulated
+    assert (init.get("timeouts", {}).get("kubernetesAPICall") == "5m0s") is emulated
