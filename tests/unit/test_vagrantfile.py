@@ -228,7 +228,7 @@ def test_every_setting_comes_from_the_resolved_file(tmp_path: Path, rel: str, pr
                     "driver": driver, "management_network_name": lv["management_network"]["name"],
                     "management_network_address": MGMT_NET}
         if driver == "qemu":
-            expected |= {"cpu_mode": "custom", "cpu_model": "Nehalem", "disk_driver()": [[{"cache": "unsafe"}]]}
+            expected |= {"cpu_mode": "maximum", "disk_driver()": [[{"cache": "unsafe"}]]}
         assert settings == expected
         assert override["vm"]["network()"] == [["private_network", {
             "ip": node["ip"], "netmask": node["netmask"], "id": "lab", "libvirt__network_name": data["network"]["name"],
