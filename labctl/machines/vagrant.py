@@ -319,13 +319,11 @@ class VagrantProvider:
                          f"{lv['driver']}, networks {vagrantfile.lab_network_name(self.lab)} ({self.lab.network.cidr}) "
                          f"and {lv['management_network']['name']} ({lv['management_network']['address']})")
             progress(f"vagrant up --provider {self.vm_provider} {' '.join(n.name for n in todo)}")
-            for batch in self._up_batches(todo, missing):
-                with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-                    runs = [pool.submit(common.run_vagrant, ["up", "--provider", self.vm_provider, *args], env,
-                                        self._cwd(), 3600, progress) for args in batch]
-                errors = [f.exception() for f in runs if f.exception() is not None]
-                if errors:
-                    raise errors[0]
+            # libvirt: one machine at a time -- vagrant-libvirt's parallel up stalled here with every
+            # domain defined and none started (three batch threads waiting on one libvirt connection)
+            serial = ["--no-parallel"] if self.vm_provider == "libvirt" else []
+            common.run_vagrant(["up", "--provider", self.vm_provider, *serial, *[n.name for n in todo]], env,
+                               self._cwd(), timeout=3600, progress=progress)
         targets = reach.node_targets(self.lab, self.state)
         need_keys = [n for n in self.lab.nodes if n in todo or not sshkeys.has_host(self.state, targets[n.name].known_name)]
         if need_keys:
@@ -346,23 +344,6 @@ class VagrantProvider:
                             "so only when it creates a machine): `labctl down` then `labctl up` creates it again.") \
                 from None
         return ordered
-
-    def _up_batches(self, todo: list[Node], missing: list[Node]) -> list[list[list[str]]]:
-        """The `vagrant up` argument lists to run, batch after batch, the lists of a batch at once.
-
-        VirtualBox: one `vagrant up` of every machine. libvirt: vagrant-libvirt's own parallel up
-        stalled here with every domain defined and none started (its batch threads waiting on one
-        libvirt connection), so each machine gets its own `vagrant up` process (its own connection),
-        all at once -- after a first machine to be created has come up alone, since that one imports
-        the box into libvirt's pool and creates the lab networks, which concurrent ups would race on.
-        Under emulation most of a machine's up is Vagrant waiting on the guest's SSH, so the three
-        machines overlap well."""
-        names = [n.name for n in todo]
-        if self.vm_provider != "libvirt":
-            return [[names]]
-        first = [missing[0].name] if missing else []
-        rest = [[n] for n in names if n not in first]
-        return ([[first]] if first else []) + ([rest] if rest else [])
 
     def down(self, progress: Progress) -> None:
         common.require_binary("vagrant", INSTALL_HINT[self.vm_provider])

@@ -368,20 +368,3 @@ def test_the_vagrant_provider_writes_the_file_before_calling_vagrant(tmp_path: P
     monkeypatch.delenv("LABCTL_LIBVIRT_DRIVER")
     VagrantProvider(lab, lab_file, "libvirt")._env()
     assert json.loads(target.read_text())["libvirt"]["driver"] == "qemu"
-
-
-def test_libvirt_up_creates_one_machine_alone_then_the_others_at_once(tmp_path: Path) -> None:
-    """libvirt: the first machine to be created comes up alone (it imports the box into the pool and
-    creates the networks), then every other machine in its own `vagrant up`, at once; machines that
-    exist already need neither; VirtualBox: one `vagrant up` of all."""
-    lab_file = _shipped(tmp_path, "lab.yml")
-    lab = load_lab(lab_file)
-    master, node, registry = lab.nodes
-    libvirt = VagrantProvider(lab, lab_file, "libvirt")
-    assert libvirt._up_batches([master, node, registry], [master, node, registry]) == \
-        [[["master"]], [["node"], ["registry"]]]
-    assert libvirt._up_batches([master, node], [node]) == [[["node"]], [["master"]]]
-    assert libvirt._up_batches([master, node], []) == [[["master"], ["node"]]]
-    assert libvirt._up_batches([registry], [registry]) == [[["registry"]]]
-    assert VagrantProvider(lab, lab_file, "virtualbox")._up_batches([master, node], [master, node]) == \
-        [[["master", "node"]]]
