@@ -18,7 +18,7 @@ Layout (SCHEMA 1; `provider` says which of box/libvirt/docker is present):
                    docker_create_args (provider docker)}]
     box          {name, version, url}                          virtualbox, libvirt (version/url may be null)
     libvirt      {driver, cpu_mode, cpu_model, disk_cache,     cpu_mode/cpu_model null: vagrant-libvirt's
-                  domain_prefix,                               own (host-passthrough under KVM); disk_cache
+                  domain_prefix,                               own (host-model); disk_cache
                   management_network: {name, address}}         null: libvirt's own
     docker       {image, privileged, volumes}
 """
